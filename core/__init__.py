@@ -1,0 +1,1 @@
+"""Shared vocabulary: config, types, prompt format, model loading, generation."""

