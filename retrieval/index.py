@@ -72,7 +72,7 @@ class Index:
     @property
     def dim(self) -> int:
         stored = self.store.get_meta("dim")
-        return int(stored) if stored else int(self.model.get_sentence_embedding_dimension())
+        return int(stored) if stored else int(self.model.get_embedding_dimension())
 
     @property
     def chunker(self) -> Chunker:

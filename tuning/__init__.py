@@ -1,0 +1,1 @@
+"""Training data -> LoRA (PEFT) fine-tune -> adapter folder with its card."""
