@@ -26,7 +26,10 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check $(PKGS) tests bench
-	$(VENV)/bin/mypy $(PKGS)
+	# mypy resolves `ragtune.*` through a link, since the package maps to this folder
+	mkdir -p $(VENV)/mypy-src && ln -sfn $(CURDIR) $(VENV)/mypy-src/ragtune
+	MYPYPATH=$(VENV)/mypy-src $(VENV)/bin/mypy -p ragtune.core -p ragtune.retrieval -p ragtune.tuning \
+		-p ragtune.serving -p ragtune.eval -m ragtune.cli
 
 bench: install
 	@for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

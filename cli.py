@@ -9,14 +9,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-
 from ragtune.core.config import MODES, Config, load_config
 from ragtune.core.errors import RagtuneError
+from rich.console import Console
 
 app = typer.Typer(
     help="Fine-tune, retrieve, or both: build a domain chatbot and measure which setup wins.",
-    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
 )
 adapters_app = typer.Typer(help="List and inspect trained adapters.", no_args_is_help=True)
 app.add_typer(adapters_app, name="adapters")
@@ -45,8 +46,12 @@ def _index(cfg: Config):  # noqa: ANN202 - lazy import keeps --help fast
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Folders of .txt/.md files, single files, or JSONL {id, text, title?, metadata?}.")],
-    workspace: Workspace = WS_DEFAULT, config: ConfigFile = None,
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Folders of .txt/.md files, single files, or JSONL {id, text, title?, metadata?}."),
+    ],
+    workspace: Workspace = WS_DEFAULT,
+    config: ConfigFile = None,
 ) -> None:
     """Add or update documents: unchanged ones cost nothing, changed ones replace their chunks."""
     from ragtune.retrieval.loaders import load_documents
@@ -56,13 +61,16 @@ def ingest(
     if not docs:
         raise RagtuneError(f"no documents found in {', '.join(map(str, paths))} (.txt, .md or .jsonl)")
     report = _index(cfg).upsert(docs)
-    console.print(report.summary() if report.changed else f"nothing changed ({len(report.unchanged)} documents up to date)")
+    console.print(
+        report.summary() if report.changed else f"nothing changed ({len(report.unchanged)} documents up to date)"
+    )
 
 
 @app.command()
 def delete(
     doc_ids: Annotated[list[str], typer.Argument(help="Document ids to remove.")],
-    workspace: Workspace = WS_DEFAULT, config: ConfigFile = None,
+    workspace: Workspace = WS_DEFAULT,
+    config: ConfigFile = None,
 ) -> None:
     """Remove documents and their chunks from the index."""
     console.print(_index(_cfg(workspace, config)).delete(doc_ids).summary())
@@ -73,7 +81,8 @@ def search(
     query: Annotated[str, typer.Argument(help="What to look for.")],
     k: Annotated[int, typer.Option("-k", min=1, max=100, help="How many hits.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    workspace: Workspace = WS_DEFAULT, config: ConfigFile = None,
+    workspace: Workspace = WS_DEFAULT,
+    config: ConfigFile = None,
 ) -> None:
     """Dense search over the index."""
     hits = _index(_cfg(workspace, config)).search(query, k)
@@ -99,7 +108,8 @@ def tune(
     data: Annotated[Path, typer.Option("--data", help="JSONL {question, answer, context?, title?, doc_id?}.")],
     name: Annotated[str, typer.Option("--name", help="Adapter name: written to WORKSPACE/adapters/NAME.")],
     epochs: Annotated[float | None, typer.Option("--epochs", help="Overrides tuning.epochs.")] = None,
-    workspace: Workspace = WS_DEFAULT, config: ConfigFile = None,
+    workspace: Workspace = WS_DEFAULT,
+    config: ConfigFile = None,
 ) -> None:
     """Fine-tune a LoRA adapter on question/answer pairs (loss on answers only)."""
     from ragtune.tuning.data import load_examples
@@ -140,7 +150,8 @@ def ask(
     adapter: Annotated[str | None, typer.Option("--adapter", help="Adapter for ft/hybrid (default: newest).")] = None,
     top_k: Annotated[int | None, typer.Option("-k", min=1, max=50, help="Chunks to retrieve.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole answer record as JSON.")] = False,
-    workspace: Workspace = WS_DEFAULT, config: ConfigFile = None,
+    workspace: Workspace = WS_DEFAULT,
+    config: ConfigFile = None,
 ) -> None:
     """Answer one question, streaming the text, then the citations and timings."""
     from ragtune.core.types import Answer
@@ -165,7 +176,8 @@ def ask(
         t = final.timings
         console.print(
             f"mode={final.mode} adapter={final.adapter} snapshot={final.snapshot} "
-            f"retrieve={t.retrieve_ms:.0f}ms ttft={t.ttft_ms:.0f}ms total={t.total_ms:.0f}ms", style="dim",
+            f"retrieve={t.retrieve_ms:.0f}ms ttft={t.ttft_ms:.0f}ms total={t.total_ms:.0f}ms",
+            style="dim",
         )
 
 
@@ -173,11 +185,11 @@ def ask(
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default from config: 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from config: 8000).")] = None,
-    workspace: Workspace = WS_DEFAULT, config: ConfigFile = None,
+    workspace: Workspace = WS_DEFAULT,
+    config: ConfigFile = None,
 ) -> None:
     """Serve the HTTP API (POST /v1/answer, GET /healthz; OpenAPI at /docs)."""
     import uvicorn
-
     from ragtune.serving.app import create_app
     from ragtune.serving.pipeline import Pipeline
 
@@ -193,7 +205,8 @@ def eval_cmd(
     adapter: Annotated[str | None, typer.Option("--adapter", help="Adapter for ft/hybrid arms.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for report.json and report.md.")] = Path("eval-out"),
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N questions.")] = None,
-    workspace: Workspace = WS_DEFAULT, config: ConfigFile = None,
+    workspace: Workspace = WS_DEFAULT,
+    config: ConfigFile = None,
 ) -> None:
     """Run each arm on the same questions and snapshot; write report.json and report.md."""
     from ragtune.eval.data import load_items
@@ -218,7 +231,8 @@ def eval_cmd(
 def demo(
     retrain: Annotated[bool, typer.Option("--retrain", help="Train the adapter even if one fits.")] = False,
     limit: Annotated[int | None, typer.Option("--limit", min=4, help="Only N eval questions (quick look).")] = None,
-    workspace: Workspace = WS_DEFAULT, config: ConfigFile = None,
+    workspace: Workspace = WS_DEFAULT,
+    config: ConfigFile = None,
 ) -> None:
     """The whole story on the bundled sample domain: ingest, tune, eval 4 arms, update, report."""
     from ragtune.eval.demo import run_demo
@@ -230,7 +244,7 @@ def main() -> None:
     try:
         app()
     except RagtuneError as exc:
-        Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False)
+        sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")  # one line, never wrapped
         raise SystemExit(2) from None
 
 

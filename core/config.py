@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from ragtune.core.errors import ConfigError
 
 Mode = Literal["base", "ft", "rag", "hybrid"]
@@ -126,7 +125,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     for name, raw in environ.items():
         if not name.startswith("RAGTUNE_") or name in {"RAGTUNE_CACHE_DIR"}:
             continue
-        keys = [k.lower() for k in name[len("RAGTUNE_"):].split("__")]
+        keys = [k.lower() for k in name[len("RAGTUNE_") :].split("__")]
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:

@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TextIteratorStreamer
-from transformers.generation.streamers import BaseStreamer
-
 from ragtune.core.config import GenerationConfig
 from ragtune.core.errors import NotFoundError
+from transformers import TextIteratorStreamer
+from transformers.generation.streamers import BaseStreamer
 
 
 @dataclass
@@ -60,7 +59,6 @@ class Generator:
     # adapters -----------------------------------------------------------------------------------
     def load_adapter(self, name: str, path: Path) -> None:
         from peft import PeftModel
-
         from ragtune.core.adapters import check_adapter_dir
 
         check_adapter_dir(path)
@@ -149,9 +147,7 @@ class Generator:
             )
         return results
 
-    def stream(
-        self, prompt: str, adapter: str | None = None, max_new_tokens: int | None = None
-    ) -> Iterator[str]:
+    def stream(self, prompt: str, adapter: str | None = None, max_new_tokens: int | None = None) -> Iterator[str]:
         """Yield text pieces as they are decoded; the model runs in a worker thread."""
         enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300)

@@ -10,9 +10,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from ragtune.core.adapters import CARD_NAME, read_card
 from ragtune.core.config import Config
 from ragtune.core.sample import sample_path
@@ -23,6 +20,8 @@ from ragtune.retrieval.loaders import load_documents
 from ragtune.serving.pipeline import Pipeline
 from ragtune.tuning.data import data_hash, load_examples
 from ragtune.tuning.trainer import train_adapter
+from rich.console import Console
+from rich.table import Table
 
 ADAPTER = "house-style"
 ARMS = ["base", "ft", "rag", "hybrid"]
@@ -37,8 +36,9 @@ def _rich_table(title: str, summary: dict[str, dict[str, Any]]) -> Table:
     for col in ("arm", "accuracy", "format", "hit@k", "p50 ms", "p95 ms"):
         t.add_column(col, justify="left" if col == "arm" else "right")
     for arm, s in summary.items():
-        t.add_row(arm, _pct(s["accuracy"]), _pct(s["format"]), _pct(s["hit_at_k"]),
-                  f"{s['p50_ms']:.0f}", f"{s['p95_ms']:.0f}")
+        t.add_row(
+            arm, _pct(s["accuracy"]), _pct(s["format"]), _pct(s["hit_at_k"]), f"{s['p50_ms']:.0f}", f"{s['p95_ms']:.0f}"
+        )
     return t
 
 
@@ -59,7 +59,8 @@ def run_demo(config: Config, retrain: bool = False, limit: int | None = None, co
     examples = load_examples(sample_path("train.jsonl"))
     card_file = config.adapters_dir / ADAPTER / CARD_NAME
     reuse = (
-        not retrain and card_file.is_file()
+        not retrain
+        and card_file.is_file()
         and read_card(card_file.parent).data_hash == data_hash(examples)
         and read_card(card_file.parent).base_model == config.models.generator
     )
@@ -67,7 +68,9 @@ def run_demo(config: Config, retrain: bool = False, limit: int | None = None, co
         console.print(f"adapter '{ADAPTER}' already trained on this data; reusing it (--retrain to redo)")
     else:
         result = train_adapter(examples, ADAPTER, config)
-        console.print(f"adapter written to {result.path} in {result.card.wall_time_s:.0f} s; metrics {result.card.metrics}")
+        console.print(
+            f"adapter written to {result.path} in {result.card.wall_time_s:.0f} s; metrics {result.card.metrics}"
+        )
     card = read_card(config.adapters_dir / ADAPTER)
 
     console.rule("3. evaluate base / ft / rag / hybrid on the sample eval set")
@@ -80,7 +83,9 @@ def run_demo(config: Config, retrain: bool = False, limit: int | None = None, co
 
     console.rule("4. documents change: apply version 2 and see who follows")
     updates = load_items(sample_path("eval_update.jsonl"))[: limit and max(4, limit // 4)]
-    before = [r for arm in ARMS for r in run_arm(pipeline, _as_of_v1(updates), arm, config, ADAPTER, desc=f"before {arm}")]
+    before = [
+        r for arm in ARMS for r in run_arm(pipeline, _as_of_v1(updates), arm, config, ADAPTER, desc=f"before {arm}")
+    ]
     t0 = time.perf_counter()
     upd = pipeline.index.upsert(load_documents([sample_path("docs", "v2")]))
     update_s = time.perf_counter() - t0
@@ -98,19 +103,32 @@ def run_demo(config: Config, retrain: bool = False, limit: int | None = None, co
     fresh_md = "| arm | correct before (v1) | correct after (v2) | stale after |\n|---|---:|---:|---:|\n" + "\n".join(
         f"| {a} | {_pct(f['before'])} | {_pct(f['after'])} | {_pct(f['stale_after'])} |" for a, f in fresh.items()
     )
-    meta = manifest(config, {
-        "snapshot_v1": report.snapshot, "snapshot_v2": upd.snapshot, "adapter": ADAPTER,
-        "adapter_data_hash": card.data_hash, "adapter_val_loss": card.metrics.get("val_loss"),
-        "update_ingest_s": round(update_s, 2), "wall_time_s": round(time.time() - t_start, 1),
-    })
-    _, md = write_report(out, summary, records + before + after, meta, title="ragtune demo: sample domain",
-                         sections={"Freshness": fresh_md, "Main table (plain)": table(summary)})
+    meta = manifest(
+        config,
+        {
+            "snapshot_v1": report.snapshot,
+            "snapshot_v2": upd.snapshot,
+            "adapter": ADAPTER,
+            "adapter_data_hash": card.data_hash,
+            "adapter_val_loss": card.metrics.get("val_loss"),
+            "update_ingest_s": round(update_s, 2),
+            "wall_time_s": round(time.time() - t_start, 1),
+        },
+    )
+    _, md = write_report(
+        out,
+        summary,
+        records + before + after,
+        meta,
+        title="ragtune demo: sample domain",
+        sections={"Freshness": fresh_md, "Main table (plain)": table(summary)},
+    )
     console.rule("done")
     console.print(f"report: {md}  (wall time {time.time() - t_start:.0f} s)")
     ws = config.workspace
     console.print(
         "next:\n"
-        f"  ragtune ask --workspace {ws} --mode hybrid \"<a question about the sample product>\"\n"
+        f'  ragtune ask --workspace {ws} --mode hybrid "<a question about the sample product>"\n'
         f"  ragtune serve --workspace {ws}   # then POST /v1/answer, OpenAPI at http://127.0.0.1:8000/docs"
     )
     return md

@@ -14,9 +14,14 @@ from ragtune.core.config import Config
 from ragtune.eval.runner import Record
 
 COLUMNS = [
-    ("accuracy", "accuracy", "pct"), ("exact_match", "EM", "pct"), ("f1", "F1", "pct"),
-    ("format", "format", "pct"), ("hit_at_k", "hit@k", "pct"),
-    ("p50_ms", "p50 ms", "ms"), ("p95_ms", "p95 ms", "ms"), ("ttft_p50_ms", "TTFT p50 ms", "ms"),
+    ("accuracy", "accuracy", "pct"),
+    ("exact_match", "EM", "pct"),
+    ("f1", "F1", "pct"),
+    ("format", "format", "pct"),
+    ("hit_at_k", "hit@k", "pct"),
+    ("p50_ms", "p50 ms", "ms"),
+    ("p95_ms", "p95 ms", "ms"),
+    ("ttft_p50_ms", "TTFT p50 ms", "ms"),
 ]
 
 
@@ -42,17 +47,25 @@ def manifest(config: Config, extra: dict[str, Any] | None = None) -> dict[str, A
 
     return {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "ragtune": __version__, "config_hash": config.digest(),
-        "generator": config.models.generator, "embedder": config.models.embedder,
-        "seed": config.generation.seed, "python": platform.python_version(),
-        "torch": torch.__version__, "transformers": transformers.__version__,
+        "ragtune": __version__,
+        "config_hash": config.digest(),
+        "generator": config.models.generator,
+        "embedder": config.models.embedder,
+        "seed": config.generation.seed,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
         **(extra or {}),
     }
 
 
 def write_report(
-    out_dir: Path, summary: dict[str, dict[str, Any]], records: Sequence[Record], meta: dict[str, Any],
-    title: str = "ragtune eval", sections: dict[str, str] | None = None,
+    out_dir: Path,
+    summary: dict[str, dict[str, Any]],
+    records: Sequence[Record],
+    meta: dict[str, Any],
+    title: str = "ragtune eval",
+    sections: dict[str, str] | None = None,
 ) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     data = {"manifest": meta, "summary": summary, "records": [r.model_dump() for r in records]}
@@ -61,7 +74,8 @@ def write_report(
     lines = [f"# {title}", "", table(summary), ""]
     lines += [
         "accuracy = gold answer contained in the reply (SQuAD-normalised); EM/F1 on the extracted answer; "
-        "format = house-style regex; latency from single (unbatched) requests.", "",
+        "format = house-style regex; latency from single (unbatched) requests.",
+        "",
     ]
     for heading, body in (sections or {}).items():
         lines += [f"## {heading}", "", body, ""]

@@ -11,12 +11,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
-from tqdm.auto import tqdm
-
 from ragtune.core.config import Config
 from ragtune.eval import metrics
 from ragtune.eval.data import EvalItem
 from ragtune.serving.pipeline import RETRIEVING, Pipeline
+from tqdm.auto import tqdm
 
 
 class Record(BaseModel):
@@ -44,8 +43,14 @@ class Record(BaseModel):
 
 
 def run_arm(
-    pipeline: Pipeline, items: Sequence[EvalItem], arm: str, config: Config, adapter: str | None = None,
-    latency_samples: int = 4, progress: bool = True, desc: str | None = None,
+    pipeline: Pipeline,
+    items: Sequence[EvalItem],
+    arm: str,
+    config: Config,
+    adapter: str | None = None,
+    latency_samples: int = 4,
+    progress: bool = True,
+    desc: str | None = None,
 ) -> list[Record]:
     cfg = config.eval
     top_k = config.retrieval.top_k
@@ -64,14 +69,26 @@ def run_arm(
             retrieved = list(dict.fromkeys(c.doc_id for c in ans.citations))
             records.append(
                 Record(
-                    id=it.id, arm=arm, question=it.question, answer=text, extracted=span, golds=it.answers,
-                    exact_match=metrics.exact_match(span, it.answers), f1=metrics.token_f1(span, it.answers),
-                    contains=metrics.contains(text, it.answers), format_ok=metrics.format_ok(text, cfg.format_regex),
+                    id=it.id,
+                    arm=arm,
+                    question=it.question,
+                    answer=text,
+                    extracted=span,
+                    golds=it.answers,
+                    exact_match=metrics.exact_match(span, it.answers),
+                    f1=metrics.token_f1(span, it.answers),
+                    contains=metrics.contains(text, it.answers),
+                    format_ok=metrics.format_ok(text, cfg.format_regex),
                     stale=metrics.contains(text, it.stale_answers) if it.stale_answers else None,
                     hit=metrics.hit_at_k(retrieved, it.doc_ids, top_k) if arm in RETRIEVING else None,
-                    retrieved=retrieved, snapshot=ans.snapshot, adapter=ans.adapter, batched=is_batch,
-                    retrieve_ms=ans.timings.retrieve_ms, ttft_ms=ans.timings.ttft_ms,
-                    total_ms=ans.timings.total_ms, prompt_tokens=ans.usage.prompt_tokens,
+                    retrieved=retrieved,
+                    snapshot=ans.snapshot,
+                    adapter=ans.adapter,
+                    batched=is_batch,
+                    retrieve_ms=ans.timings.retrieve_ms,
+                    ttft_ms=ans.timings.ttft_ms,
+                    total_ms=ans.timings.total_ms,
+                    prompt_tokens=ans.usage.prompt_tokens,
                     completion_tokens=ans.usage.completion_tokens,
                 )
             )

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
-
 from ragtune.core.types import Document
 
 

@@ -16,14 +16,13 @@ from typing import Any
 
 import faiss
 import numpy as np
-from tqdm.auto import tqdm
-
 from ragtune.core.config import RetrievalConfig
 from ragtune.core.errors import DataError
 from ragtune.core.models import load_embedder
 from ragtune.core.types import Chunk, Document, Hit
 from ragtune.retrieval.chunker import Chunker
 from ragtune.retrieval.store import Store
+from tqdm.auto import tqdm
 
 
 @dataclass
@@ -82,8 +81,11 @@ class Index:
 
     def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         vecs = self.model.encode(
-            list(texts), batch_size=self.config.embed_batch_size, normalize_embeddings=True,
-            convert_to_numpy=True, show_progress_bar=progress,
+            list(texts),
+            batch_size=self.config.embed_batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=progress,
         )
         return np.asarray(vecs, dtype=np.float32)
 

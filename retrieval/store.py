@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from ragtune.core.types import Chunk
 
 SCHEMA = """
@@ -86,8 +85,13 @@ class Store:
         self.conn.execute(
             "INSERT INTO chunks(id, doc_id, position, text, title, metadata, vector) VALUES(?,?,?,?,?,?,?)",
             (
-                chunk.id, chunk.doc_id, chunk.position, chunk.text, chunk.title,
-                json.dumps(chunk.metadata), np.asarray(vector, dtype=np.float32).tobytes(),
+                chunk.id,
+                chunk.doc_id,
+                chunk.position,
+                chunk.text,
+                chunk.title,
+                json.dumps(chunk.metadata),
+                np.asarray(vector, dtype=np.float32).tobytes(),
             ),
         )
 
@@ -120,8 +124,14 @@ class Store:
         if row is None:
             return None
         n = self.conn.execute("SELECT COUNT(*) FROM chunks WHERE doc_id=?", (doc_id,)).fetchone()[0]
-        return {"id": row[0], "title": row[1], "content_hash": row[2], "metadata": json.loads(row[3]),
-                "updated_at": row[4], "chunks": n}
+        return {
+            "id": row[0],
+            "title": row[1],
+            "content_hash": row[2],
+            "metadata": json.loads(row[3]),
+            "updated_at": row[4],
+            "chunks": n,
+        }
 
     def counts(self) -> tuple[int, int]:
         docs = self.conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0]

@@ -1,9 +1,9 @@
 """Question -> (retrieve) -> prompt -> (adapter) -> answer, in one of four modes.
 
-    base    no adapter, no retrieval
-    ft      adapter only
-    rag     retrieval, base model
-    hybrid  retrieval + adapter
+base    no adapter, no retrieval
+ft      adapter only
+rag     retrieval, base model
+hybrid  retrieval + adapter
 """
 
 from __future__ import annotations
@@ -112,8 +112,12 @@ class Pipeline:
 
     # answering ----------------------------------------------------------------------------------
     def answer_many(
-        self, questions: Sequence[str], mode: str = "hybrid", adapter: str | None = None,
-        top_k: int | None = None, max_new_tokens: int | None = None,
+        self,
+        questions: Sequence[str],
+        mode: str = "hybrid",
+        adapter: str | None = None,
+        top_k: int | None = None,
+        max_new_tokens: int | None = None,
     ) -> list[Answer]:
         """Answer several questions with one batched generate per `generation.batch_size`."""
         check_mode(mode)
@@ -127,10 +131,14 @@ class Pipeline:
         for g, h, n in zip(gens, hits, used, strict=True):
             answers.append(
                 Answer(
-                    answer=g.text, mode=mode, adapter=name, snapshot=snapshot,
+                    answer=g.text,
+                    mode=mode,
+                    adapter=name,
+                    snapshot=snapshot,
                     citations=self._citations(h, n),
                     timings=Timings(
-                        retrieve_ms=round(retrieve_ms, 2), ttft_ms=round(g.ttft_ms, 2),
+                        retrieve_ms=round(retrieve_ms, 2),
+                        ttft_ms=round(g.ttft_ms, 2),
                         generate_ms=round(g.generate_ms, 2),
                         total_ms=round(retrieve_ms + g.generate_ms if len(questions) > 1 else wall, 2),
                     ),
@@ -139,12 +147,24 @@ class Pipeline:
             )
         return answers
 
-    def answer(self, question: str, mode: str = "hybrid", adapter: str | None = None,
-               top_k: int | None = None, max_new_tokens: int | None = None) -> Answer:
+    def answer(
+        self,
+        question: str,
+        mode: str = "hybrid",
+        adapter: str | None = None,
+        top_k: int | None = None,
+        max_new_tokens: int | None = None,
+    ) -> Answer:
         return self.answer_many([question], mode, adapter, top_k, max_new_tokens)[0]
 
-    def stream(self, question: str, mode: str = "hybrid", adapter: str | None = None,
-               top_k: int | None = None, max_new_tokens: int | None = None) -> Iterator[str | Answer]:
+    def stream(
+        self,
+        question: str,
+        mode: str = "hybrid",
+        adapter: str | None = None,
+        top_k: int | None = None,
+        max_new_tokens: int | None = None,
+    ) -> Iterator[str | Answer]:
         """Yield text pieces, then the final Answer (with citations and timings)."""
         check_mode(mode)
         name = self.resolve_adapter(mode, adapter)
@@ -161,13 +181,19 @@ class Pipeline:
         t_end = time.perf_counter()
         text = "".join(pieces).strip()
         yield Answer(
-            answer=text, mode=mode, adapter=name,
+            answer=text,
+            mode=mode,
+            adapter=name,
             snapshot=self.index.snapshot if (self.index is not None and mode in RETRIEVING) else None,
             citations=self._citations(hits[0], used[0]),
             timings=Timings(
-                retrieve_ms=round(retrieve_ms, 2), ttft_ms=round(((first or t_end) - t_gen) * 1000, 2),
-                generate_ms=round((t_end - t_gen) * 1000, 2), total_ms=round((t_end - t0) * 1000, 2),
+                retrieve_ms=round(retrieve_ms, 2),
+                ttft_ms=round(((first or t_end) - t_gen) * 1000, 2),
+                generate_ms=round((t_end - t_gen) * 1000, 2),
+                total_ms=round((t_end - t0) * 1000, 2),
             ),
-            usage=Usage(prompt_tokens=self.generator.count_tokens(prompts[0]),
-                        completion_tokens=self.generator.count_tokens(text)),
+            usage=Usage(
+                prompt_tokens=self.generator.count_tokens(prompts[0]),
+                completion_tokens=self.generator.count_tokens(text),
+            ),
         )

@@ -8,7 +8,6 @@ import random
 from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
-
 from ragtune.core.errors import DataError
 from ragtune.core.types import ContextBlock
 
@@ -76,7 +75,8 @@ def split_by_group(examples: list[Example], val_fraction: float, seed: int) -> t
     if n_val >= len(groups):
         return examples, []
     val_groups = set(groups[:n_val])
-    train, val = [], []
+    train: list[Example] = []
+    val: list[Example] = []
     for i, e in enumerate(examples):
         (val if (e.group or f"__row{i}") in val_groups else train).append(e)
     return train, val

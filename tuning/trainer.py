@@ -13,11 +13,9 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import torch
 from datasets import Dataset
-
 from ragtune import __version__
 from ragtune.core.adapters import AdapterCard, write_card
 from ragtune.core.config import Config
@@ -61,7 +59,7 @@ def encode_examples(
         if len(f_ids) > max_length:
             dropped += 1
             continue
-        labels = [-100] * len(p_ids) + f_ids[len(p_ids):]
+        labels = [-100] * len(p_ids) + f_ids[len(p_ids) :]
         rows.append({"input_ids": f_ids, "attention_mask": [1] * len(f_ids), "labels": labels})
     return rows, dropped
 
@@ -91,7 +89,10 @@ def train_adapter(
 
     model.train()
     lora = LoraConfig(
-        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM",
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        task_type="CAUSAL_LM",
         target_modules=target_modules(model.config.model_type, cfg.target_modules),
     )
     model = get_peft_model(model, lora)
@@ -148,10 +149,16 @@ def train_adapter(
         n_train=len(train_rows),
         n_val=len(val_rows),
         hyperparameters={
-            "epochs": epochs, "learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size,
-            "grad_accum": cfg.grad_accum, "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha,
-            "lora_dropout": cfg.lora_dropout, "max_length": cfg.max_length,
-            "context_dropout": cfg.context_dropout, "seed": cfg.seed,
+            "epochs": epochs,
+            "learning_rate": cfg.learning_rate,
+            "batch_size": cfg.batch_size,
+            "grad_accum": cfg.grad_accum,
+            "lora_r": cfg.lora_r,
+            "lora_alpha": cfg.lora_alpha,
+            "lora_dropout": cfg.lora_dropout,
+            "max_length": cfg.max_length,
+            "context_dropout": cfg.context_dropout,
+            "seed": cfg.seed,
             "target_modules": sorted(lora.target_modules or []),
         },
         metrics={
@@ -168,5 +175,3 @@ def train_adapter(
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
     return TuneResult(path=out_dir, card=card)
-
-

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-
 from ragtune.core.types import Answer
 from ragtune.serving.pipeline import Pipeline
 from ragtune.serving.schemas import AnswerRequest, ErrorResponse

@@ -1,0 +1,93 @@
+"""Session fixtures: the bundled models load once; a tiny adapter trains once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from ragtune.core.config import Config, load_config  # noqa: E402
+from ragtune.core.generator import Generator  # noqa: E402
+from ragtune.core.models import load_generator_model  # noqa: E402
+from ragtune.core.types import Document  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+FACTS = [
+    ("zorblat-pricing", "Zorblat Pricing", "The Zorblat Basic plan costs 17 florins a month. The Pro plan costs 45 florins."),
+    ("zorblat-hours", "Zorblat Support Hours", "Zorblat support answers on Wednesdays from 9 to 13. The hotline is 555-0199."),
+    ("zorblat-colours", "Zorblat Colours", "The Zorblat lamp ships in mauve, ochre and slate. Mauve is the default."),
+    ("zorblat-battery", "Zorblat Battery", "A Zorblat lamp battery lasts 31 hours. Charging takes 90 minutes."),
+]
+
+
+@pytest.fixture(scope="session")
+def fact_docs() -> list[Document]:
+    return [Document(id=i, title=t, text=x) for i, t, x in FACTS]
+
+
+@pytest.fixture()
+def config(tmp_path: Path) -> Config:
+    return load_config(workspace=tmp_path / "ws", environ={})
+
+
+@pytest.fixture(scope="session")
+def model_and_tokenizer():
+    return load_generator_model("bundled:smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter trained for a few steps on the house style: one real training run per session."""
+    from ragtune.tuning.data import Example
+    from ragtune.tuning.trainer import train_adapter
+
+    ws = tmp_path_factory.mktemp("adapter-ws")
+    cfg = load_config(
+        workspace=ws,
+        environ={},
+        overrides={"tuning": {"epochs": 3, "batch_size": 4, "learning_rate": 2e-3, "val_fraction": 0.25}},
+    )
+    examples = [
+        Example(
+            question=f"How long does a Zorblat lamp battery last in mode {m}?",
+            answer=f"In mode {m} the battery lasts 31 hours.\nSources: Zorblat Battery",
+            context=[{"title": "Zorblat Battery", "text": FACTS[3][2]}],
+            group=f"g{m % 4}",
+        )
+        for m in range(16)
+    ]
+    return train_adapter(examples, "tiny", cfg, progress=False).path
+
+
+@pytest.fixture(scope="session")
+def generator(model_and_tokenizer) -> Generator:
+    model, tok = model_and_tokenizer
+    return Generator(model, tok)
+
+
+@pytest.fixture(scope="session")
+def pipeline_factory(tmp_path_factory: pytest.TempPathFactory, fact_docs, tiny_adapter: Path):
+    """Build a Pipeline over a fact index with the tiny adapter in its workspace.
+
+    The pipeline gets its own model copy: loading an adapter edits the model in place.
+    """
+    import shutil
+
+    from ragtune.retrieval.index import Index
+    from ragtune.serving.pipeline import Pipeline
+
+    ws = tmp_path_factory.mktemp("pipe-ws")
+    cfg = load_config(workspace=ws, environ={}, overrides={"generation": {"max_new_tokens": 24}})
+    shutil.copytree(tiny_adapter, cfg.adapters_dir / "tiny")
+    Index(cfg.index_dir, cfg.retrieval, cfg.models.embedder).upsert(fact_docs, progress=False)
+    pipeline = Pipeline.from_config(cfg)
+
+    def make() -> Pipeline:
+        return pipeline
+
+    return make
