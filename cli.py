@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+
 from ragtune.core.config import MODES, Config, load_config
 from ragtune.core.errors import RagtuneError
-from rich.console import Console
 
 app = typer.Typer(
     help="Fine-tune, retrieve, or both: build a domain chatbot and measure which setup wins.",
@@ -23,12 +24,14 @@ adapters_app = typer.Typer(help="List and inspect trained adapters.", no_args_is
 app.add_typer(adapters_app, name="adapters")
 console = Console()
 
-Workspace = Annotated[Path, typer.Option("--workspace", "-w", help="Folder holding the index and adapters.")]
+Workspace = Annotated[
+    Path | None, typer.Option("--workspace", "-w", help="Folder holding the index and adapters [default: .ragtune].")
+]
 ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (see docs/).")]
-WS_DEFAULT = Path(".ragtune")
+WS_DEFAULT = None
 
 
-def _cfg(workspace: Path, config: Path | None, **overrides: object) -> Config:
+def _cfg(workspace: Path | None, config: Path | None, **overrides: object) -> Config:
     return load_config(config, workspace=workspace, overrides={k: v for k, v in overrides.items() if v})
 
 
@@ -146,7 +149,9 @@ def adapters_show(name: str, workspace: Workspace = WS_DEFAULT, config: ConfigFi
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="The question.")],
-    mode: Annotated[str, typer.Option("--mode", "-m", help="base | ft | rag | hybrid")] = "hybrid",
+    mode: Annotated[
+        str | None, typer.Option("--mode", "-m", help="base | ft | rag | hybrid [default: serving.default_mode]")
+    ] = None,
     adapter: Annotated[str | None, typer.Option("--adapter", help="Adapter for ft/hybrid (default: newest).")] = None,
     top_k: Annotated[int | None, typer.Option("-k", min=1, max=50, help="Chunks to retrieve.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole answer record as JSON.")] = False,
@@ -157,8 +162,9 @@ def ask(
     from ragtune.core.types import Answer
     from ragtune.serving.pipeline import Pipeline
 
-    _mode(mode)
-    pipeline = Pipeline.from_config(_cfg(workspace, config))
+    cfg = _cfg(workspace, config)
+    mode = _mode(mode or cfg.serving.default_mode)
+    pipeline = Pipeline.from_config(cfg)
     if as_json:
         print(pipeline.answer(question, mode, adapter, top_k).model_dump_json(indent=2))
         return
@@ -190,6 +196,7 @@ def serve(
 ) -> None:
     """Serve the HTTP API (POST /v1/answer, GET /healthz; OpenAPI at /docs)."""
     import uvicorn
+
     from ragtune.serving.app import create_app
     from ragtune.serving.pipeline import Pipeline
 
@@ -201,7 +208,9 @@ def serve(
 @app.command("eval")
 def eval_cmd(
     data: Annotated[Path, typer.Option("--data", help="JSONL {id, question, answers, doc_ids?}.")],
-    arms: Annotated[str, typer.Option("--arms", help="Comma-separated modes.")] = "base,ft,rag,hybrid",
+    arms: Annotated[
+        str | None, typer.Option("--arms", help="Comma-separated modes [default: eval.arms, all four].")
+    ] = None,
     adapter: Annotated[str | None, typer.Option("--adapter", help="Adapter for ft/hybrid arms.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for report.json and report.md.")] = Path("eval-out"),
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N questions.")] = None,
@@ -214,10 +223,10 @@ def eval_cmd(
     from ragtune.eval.runner import run_arm, summarize
     from ragtune.serving.pipeline import Pipeline
 
-    arm_list = [_mode(a.strip()) for a in arms.split(",") if a.strip()]
+    cfg = _cfg(workspace, config)
+    arm_list = [_mode(a.strip()) for a in arms.split(",") if a.strip()] if arms is not None else list(cfg.eval.arms)
     if not arm_list:
         raise RagtuneError("--arms is empty")
-    cfg = _cfg(workspace, config)
     items = load_items(data)[:limit]
     pipeline = Pipeline.from_config(cfg)
     records = [r for arm in arm_list for r in run_arm(pipeline, items, arm, cfg, adapter)]
@@ -230,7 +239,9 @@ def eval_cmd(
 @app.command()
 def demo(
     retrain: Annotated[bool, typer.Option("--retrain", help="Train the adapter even if one fits.")] = False,
-    limit: Annotated[int | None, typer.Option("--limit", min=4, help="Only N eval questions (quick look).")] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=4, help="Eval questions, spread over the set (160 = all of them).")
+    ] = 96,
     workspace: Workspace = WS_DEFAULT,
     config: ConfigFile = None,
 ) -> None:

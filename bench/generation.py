@@ -15,9 +15,14 @@ from ragtune.core.models import load_generator_model
 from ragtune.core.prompt import PromptBuilder
 
 QUESTIONS = [
-    "What is the capital of France?", "Name a primary colour.", "What is two plus two?",
-    "Who wrote Hamlet?", "What is the boiling point of water?", "Name a planet.",
-    "What language is spoken in Spain?", "How many legs does a spider have?",
+    "What is the capital of France?",
+    "Name a primary colour.",
+    "What is two plus two?",
+    "Who wrote Hamlet?",
+    "What is the boiling point of water?",
+    "Name a planet.",
+    "What language is spoken in Spain?",
+    "How many legs does a spider have?",
 ]
 
 
@@ -43,14 +48,22 @@ def main() -> None:
     tok_batched = sum(g.completion_tokens for g in batched) / t_batched
     ratio = tok_batched / tok_single
     same = sum(a.text == b.text for a, b in zip(single, batched, strict=True)) / n_prompts
-    print(json.dumps({
-        "bench": "generation", "prompts": n_prompts, "max_new_tokens": new_tokens,
-        "single_tokens_per_s": round(tok_single, 1), "batched_tokens_per_s": round(tok_batched, 1),
-        "batch_speedup": round(ratio, 2), "identical_answers": same,
-        "targets": [
-            {"name": "batch_speedup", "value": round(ratio, 2), "target": 1.5, "op": ">=", "met": ratio >= 1.5},
-        ],
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "generation",
+                "prompts": n_prompts,
+                "max_new_tokens": new_tokens,
+                "single_tokens_per_s": round(tok_single, 1),
+                "batched_tokens_per_s": round(tok_batched, 1),
+                "batch_speedup": round(ratio, 2),
+                "identical_answers": same,
+                "targets": [
+                    {"name": "batch_speedup", "value": round(ratio, 2), "target": 1.5, "op": ">=", "met": ratio >= 1.5},
+                ],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

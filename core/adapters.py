@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
+
 from ragtune.core.errors import DataError, NotFoundError
 
 CARD_NAME = "adapter_card.json"

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from ragtune.core.errors import ConfigError
 
 Mode = Literal["base", "ft", "rag", "hybrid"]
@@ -49,7 +50,7 @@ class PromptConfig(_Section):
 
 
 class GenerationConfig(_Section):
-    max_new_tokens: int = Field(64, ge=1, le=2048)
+    max_new_tokens: int = Field(48, ge=1, le=2048)
     do_sample: bool = False
     temperature: float = Field(0.7, gt=0)
     seed: int = 0
@@ -57,7 +58,7 @@ class GenerationConfig(_Section):
 
 
 class TuningConfig(_Section):
-    epochs: float = Field(2.0, gt=0)
+    epochs: float = Field(1.0, gt=0)
     learning_rate: float = Field(1e-3, gt=0)
     batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
@@ -123,9 +124,11 @@ def _set_path(tree: dict[str, Any], keys: list[str], value: Any) -> None:
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, raw in environ.items():
-        if not name.startswith("RAGTUNE_") or name in {"RAGTUNE_CACHE_DIR"}:
+        if not name.startswith("RAGTUNE_"):
             continue
         keys = [k.lower() for k in name[len("RAGTUNE_") :].split("__")]
+        if keys[0] not in Config.model_fields:  # e.g. RAGTUNE_CACHE_DIR belongs to the model loader
+            continue
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ragtune.core.config import GenerationConfig
-from ragtune.core.errors import NotFoundError
 from transformers import TextIteratorStreamer
 from transformers.generation.streamers import BaseStreamer
+
+from ragtune.core.config import GenerationConfig
+from ragtune.core.errors import NotFoundError
 
 
 @dataclass
@@ -59,6 +60,7 @@ class Generator:
     # adapters -----------------------------------------------------------------------------------
     def load_adapter(self, name: str, path: Path) -> None:
         from peft import PeftModel
+
         from ragtune.core.adapters import check_adapter_dir
 
         check_adapter_dir(path)
@@ -116,11 +118,15 @@ class Generator:
         self, prompts: Sequence[str], adapter: str | None = None, max_new_tokens: int | None = None
     ) -> list[Generation]:
         """Complete each prompt; one batched forward pass per `batch_size` prompts."""
-        out: list[Generation] = []
+        # Batch prompts of similar length together: left padding is compute spent on nothing.
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        out: list[Generation | None] = [None] * len(prompts)
         bs = self.config.batch_size
-        for start in range(0, len(prompts), bs):
-            out.extend(self._generate_batch(list(prompts[start : start + bs]), adapter, max_new_tokens))
-        return out
+        for start in range(0, len(order), bs):
+            idx = order[start : start + bs]
+            for i, g in zip(idx, self._generate_batch([prompts[i] for i in idx], adapter, max_new_tokens), strict=True):
+                out[i] = g
+        return [g for g in out if g is not None]
 
     def _generate_batch(self, prompts: list[str], adapter: str | None, max_new_tokens: int | None) -> list[Generation]:
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
+
 from ragtune.core.errors import DataError
 
 

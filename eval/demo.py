@@ -10,6 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
 from ragtune.core.adapters import CARD_NAME, read_card
 from ragtune.core.config import Config
 from ragtune.core.sample import sample_path
@@ -20,8 +23,6 @@ from ragtune.retrieval.loaders import load_documents
 from ragtune.serving.pipeline import Pipeline
 from ragtune.tuning.data import data_hash, load_examples
 from ragtune.tuning.trainer import train_adapter
-from rich.console import Console
-from rich.table import Table
 
 ADAPTER = "house-style"
 ARMS = ["base", "ft", "rag", "hybrid"]
@@ -74,7 +75,7 @@ def run_demo(config: Config, retrain: bool = False, limit: int | None = None, co
     card = read_card(config.adapters_dir / ADAPTER)
 
     console.rule("3. evaluate base / ft / rag / hybrid on the sample eval set")
-    items = load_items(sample_path("eval.jsonl"))[:limit]
+    items = _spread(load_items(sample_path("eval.jsonl")), limit)
     records: list[Record] = []
     for arm in ARMS:
         records += run_arm(pipeline, items, arm, config, adapter=ADAPTER)
@@ -82,7 +83,8 @@ def run_demo(config: Config, retrain: bool = False, limit: int | None = None, co
     console.print(_rich_table(f"sample domain, {len(items)} questions, snapshot {pipeline.index.snapshot}", summary))
 
     console.rule("4. documents change: apply version 2 and see who follows")
-    updates = load_items(sample_path("eval_update.jsonl"))[: limit and max(4, limit // 4)]
+    updates = load_items(sample_path("eval_update.jsonl"))
+    updates = _spread(updates, max(4, limit // 4)) if limit and limit < len(updates) * 4 else updates
     before = [
         r for arm in ARMS for r in run_arm(pipeline, _as_of_v1(updates), arm, config, ADAPTER, desc=f"before {arm}")
     ]
@@ -132,6 +134,13 @@ def run_demo(config: Config, retrain: bool = False, limit: int | None = None, co
         f"  ragtune serve --workspace {ws}   # then POST /v1/answer, OpenAPI at http://127.0.0.1:8000/docs"
     )
     return md
+
+
+def _spread(items: list[Any], n: int | None) -> list[Any]:
+    """n items evenly spaced over the set, so every document keeps its share of questions."""
+    if n is None or n >= len(items):
+        return items
+    return [items[round(i * len(items) / n)] for i in range(n)]
 
 
 def _as_of_v1(items: list[Any]) -> list[Any]:

@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
+from tqdm.auto import tqdm
+
 from ragtune.core.config import Config
 from ragtune.eval import metrics
 from ragtune.eval.data import EvalItem
 from ragtune.serving.pipeline import RETRIEVING, Pipeline
-from tqdm.auto import tqdm
 
 
 class Record(BaseModel):
@@ -59,8 +60,9 @@ def run_arm(
     single = list(items[:latency_samples])
     batched = list(items[latency_samples:])
     groups: list[tuple[list[EvalItem], bool]] = [([it], False) for it in single]
-    bs = config.generation.batch_size
-    groups += [(batched[i : i + bs], True) for i in range(0, len(batched), bs)]
+    # Several batches per call: the generator sorts them by length so padding stays small.
+    per_call = 4 * config.generation.batch_size
+    groups += [(batched[i : i + per_call], True) for i in range(0, len(batched), per_call)]
     for group, is_batch in groups:
         answers = pipeline.answer_many([it.question for it in group], mode=arm, adapter=adapter)
         for it, ans in zip(group, answers, strict=True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
+
 from ragtune.core.types import Document
 
 

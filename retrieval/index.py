@@ -16,13 +16,14 @@ from typing import Any
 
 import faiss
 import numpy as np
+from tqdm.auto import tqdm
+
 from ragtune.core.config import RetrievalConfig
 from ragtune.core.errors import DataError
 from ragtune.core.models import load_embedder
 from ragtune.core.types import Chunk, Document, Hit
 from ragtune.retrieval.chunker import Chunker
 from ragtune.retrieval.store import Store
-from tqdm.auto import tqdm
 
 
 @dataclass

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import ValidationError
+
 from ragtune.core.errors import DataError
 from ragtune.core.types import Document
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from ragtune.core.types import Chunk
 
 SCHEMA = """

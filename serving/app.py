@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+
 from ragtune import __version__
 from ragtune.core.errors import NotFoundError, RagtuneError
 from ragtune.serving.pipeline import Pipeline

@@ -18,8 +18,16 @@ from ragtune.core.types import Document  # noqa: E402
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 FACTS = [
-    ("zorblat-pricing", "Zorblat Pricing", "The Zorblat Basic plan costs 17 florins a month. The Pro plan costs 45 florins."),
-    ("zorblat-hours", "Zorblat Support Hours", "Zorblat support answers on Wednesdays from 9 to 13. The hotline is 555-0199."),
+    (
+        "zorblat-pricing",
+        "Zorblat Pricing",
+        "The Zorblat Basic plan costs 17 florins a month. The Pro plan costs 45 florins.",
+    ),
+    (
+        "zorblat-hours",
+        "Zorblat Support Hours",
+        "Zorblat support answers on Wednesdays from 9 to 13. The hotline is 555-0199.",
+    ),
     ("zorblat-colours", "Zorblat Colours", "The Zorblat lamp ships in mauve, ochre and slate. Mauve is the default."),
     ("zorblat-battery", "Zorblat Battery", "A Zorblat lamp battery lasts 31 hours. Charging takes 90 minutes."),
 ]

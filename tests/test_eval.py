@@ -54,9 +54,21 @@ def test_load_items_errors(tmp_path: Path):
 def test_runner_scores_real_answers_and_writes_reports(pipeline_factory, tmp_path: Path):
     p = pipeline_factory()
     items = [
-        EvalItem(id="1", question="What does the Zorblat Basic plan cost?", answers=["17 florins"], doc_ids=["zorblat-pricing"]),
-        EvalItem(id="2", question="On which day does Zorblat support answer?", answers=["Wednesdays"], doc_ids=["zorblat-hours"]),
-        EvalItem(id="3", question="How long does the lamp battery last?", answers=["31 hours"], doc_ids=["zorblat-battery"]),
+        EvalItem(
+            id="1",
+            question="What does the Zorblat Basic plan cost?",
+            answers=["17 florins"],
+            doc_ids=["zorblat-pricing"],
+        ),
+        EvalItem(
+            id="2",
+            question="On which day does Zorblat support answer?",
+            answers=["Wednesdays"],
+            doc_ids=["zorblat-hours"],
+        ),
+        EvalItem(
+            id="3", question="How long does the lamp battery last?", answers=["31 hours"], doc_ids=["zorblat-battery"]
+        ),
     ]
     records = run_arm(p, items, "rag", p.config, latency_samples=1, progress=False) + run_arm(
         p, items, "base", p.config, latency_samples=1, progress=False

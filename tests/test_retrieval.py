@@ -66,7 +66,9 @@ def test_long_documents_split_within_embedder_window(tmp_path: Path):
     chunks = ix.store.chunks(ix.store.chunk_ids_of(["long"]))
     assert len(chunks) > 5
     tok = ix.model.tokenizer
-    assert all(len(tok(c.text, add_special_tokens=False)["input_ids"]) <= ix.config.chunk_tokens for c in chunks.values())
+    assert all(
+        len(tok(c.text, add_special_tokens=False)["input_ids"]) <= ix.config.chunk_tokens for c in chunks.values()
+    )
 
 
 def test_loaders_folder_jsonl_and_errors(tmp_path: Path):

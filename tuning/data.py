@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
+
 from ragtune.core.errors import DataError
 from ragtune.core.types import ContextBlock
 

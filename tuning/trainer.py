@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
+
 from ragtune import __version__
 from ragtune.core.adapters import AdapterCard, write_card
 from ragtune.core.config import Config
@@ -160,6 +161,7 @@ def train_adapter(
             "context_dropout": cfg.context_dropout,
             "seed": cfg.seed,
             "target_modules": sorted(lora.target_modules or []),
+            "system_prompt": config.prompt.system_prompt,
         },
         metrics={
             "train_loss": float(train_out.training_loss),

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+
 from ragtune.core.types import Answer
 from ragtune.serving.pipeline import Pipeline
 from ragtune.serving.schemas import AnswerRequest, ErrorResponse
@@ -16,4 +17,5 @@ router = APIRouter(tags=["answer"])
 def answer(body: AnswerRequest, request: Request) -> Answer:
     """Answer one question in the chosen mode; the reply names its snapshot, adapter and timings."""
     pipeline: Pipeline = request.app.state.pipeline
-    return pipeline.answer(body.question, body.mode, body.adapter, body.top_k, body.max_new_tokens)
+    mode = body.mode or pipeline.config.serving.default_mode
+    return pipeline.answer(body.question, mode, body.adapter, body.top_k, body.max_new_tokens)
