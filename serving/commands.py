@@ -1,0 +1,71 @@
+"""`ragtune ask|serve`: the serving commands."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from ragtune.core.cli_options import ConfigFile, Workspace, check_mode, console, load_cli_config
+
+app = typer.Typer()
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    mode: Annotated[
+        str | None, typer.Option("--mode", "-m", help="base | ft | rag | hybrid [default: serving.default_mode]")
+    ] = None,
+    adapter: Annotated[str | None, typer.Option("--adapter", help="Adapter for ft/hybrid (default: newest).")] = None,
+    top_k: Annotated[int | None, typer.Option("-k", min=1, max=50, help="Chunks to retrieve.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole answer record as JSON.")] = False,
+    workspace: Workspace = None,
+    config: ConfigFile = None,
+) -> None:
+    """Answer one question, streaming the text, then the citations and timings."""
+    from ragtune.core.types import Answer
+    from ragtune.serving.pipeline import Pipeline
+
+    cfg = load_cli_config(workspace, config)
+    mode = check_mode(mode or cfg.serving.default_mode)
+    pipeline = Pipeline.from_config(cfg)
+    if as_json:
+        print(pipeline.answer(question, mode, adapter, top_k).model_dump_json(indent=2))
+        return
+    final: Answer | None = None
+    for piece in pipeline.stream(question, mode, adapter, top_k):
+        if isinstance(piece, Answer):
+            final = piece
+        else:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    print()
+    if final is not None:
+        for c in final.citations:
+            console.print(f"[{c.n}] {c.title} ({c.doc_id})", style="dim")
+        t = final.timings
+        console.print(
+            f"mode={final.mode} adapter={final.adapter} snapshot={final.snapshot} "
+            f"retrieve={t.retrieve_ms:.0f}ms ttft={t.ttft_ms:.0f}ms total={t.total_ms:.0f}ms",
+            style="dim",
+        )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default from config: 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from config: 8000).")] = None,
+    workspace: Workspace = None,
+    config: ConfigFile = None,
+) -> None:
+    """Serve the HTTP API (POST /v1/answer, GET /healthz; OpenAPI at /docs)."""
+    import uvicorn
+
+    from ragtune.serving.app import create_app
+    from ragtune.serving.pipeline import Pipeline
+
+    cfg = load_cli_config(workspace, config)
+    app_ = create_app(Pipeline.from_config(cfg))
+    uvicorn.run(app_, host=host or cfg.serving.host, port=port or cfg.serving.port)
