@@ -1,0 +1,119 @@
+"""The verdict's recommendation follows the numbers, and its learning-curve subsets are nested."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ragtune.eval.learning_curve import nested_subsets
+from ragtune.eval.recommend import (
+    ArmFigures,
+    Comparison,
+    CurvePoint,
+    Estimate,
+    UpdateCost,
+    VerdictFigures,
+    recommend,
+)
+
+
+def _arm(name: str, q: float, fmt: float, p50: float) -> ArmFigures:
+    return ArmFigures(
+        arm=name,
+        quality=Estimate(mean=q, lo=q - 0.05, hi=q + 0.05),
+        format=Estimate(mean=fmt, lo=max(0, fmt - 0.1), hi=min(1, fmt + 0.1)),
+        p50_ms=p50,
+        p95_ms=p50 * 1.3,
+    )
+
+
+def _figs(hybrid_q: float, rag_q: float, significant: bool, rag_fmt: float = 0.1) -> VerdictFigures:
+    diff = hybrid_q - rag_q
+    return VerdictFigures(
+        arms=[
+            _arm("base", 0.05, 0.0, 800),
+            _arm("ft", 0.10, 0.9, 900),
+            _arm("rag", rag_q, rag_fmt, 1500),
+            _arm("hybrid", hybrid_q, 0.95, 1700),
+        ],
+        comparisons=[
+            Comparison(
+                a="hybrid",
+                b="rag",
+                metric="token F1",
+                diff=diff,
+                lo=diff - 0.04,
+                hi=diff + 0.04,
+                p_value=0.001 if significant else 0.4,
+                significant=significant,
+            ),
+            Comparison(a="hybrid", b="ft", metric="token F1", diff=hybrid_q - 0.10, p_value=0.001, significant=True),
+            Comparison(a="rag", b="ft", metric="token F1", diff=rag_q - 0.10, p_value=0.001, significant=True),
+            Comparison(a="hybrid", b="base", metric="token F1", diff=hybrid_q - 0.05, p_value=0.001, significant=True),
+            Comparison(a="rag", b="base", metric="token F1", diff=rag_q - 0.05, p_value=0.001, significant=True),
+        ],
+        update=[
+            UpdateCost(arm="hybrid", method="ingest", seconds=0.8, changed_correct=0.7, n_changed=20),
+            UpdateCost(arm="ft", method="retune", seconds=95.0, changed_correct=0.1, n_changed=20),
+        ],
+        curve=[
+            CurvePoint(arm="hybrid", fraction=0.5, n_examples=100, quality=0.40),
+            CurvePoint(arm="hybrid", fraction=1.0, n_examples=200, quality=0.48),
+        ],
+    )
+
+
+def _cited_ok(rec) -> None:
+    ids = {f.id for f in rec.figures}
+    for sentence in rec.sentences:
+        cited = re.findall(r"\[(F\d+)\]", sentence)
+        assert cited, f"sentence cites no figure: {sentence}"
+        assert set(cited) <= ids
+
+
+def test_recommendation_follows_the_winner() -> None:
+    hybrid_wins = recommend(_figs(hybrid_q=0.55, rag_q=0.35, significant=True))
+    rag_wins = recommend(_figs(hybrid_q=0.35, rag_q=0.55, significant=True))
+    assert hybrid_wins.choice == "hybrid"
+    assert rag_wins.choice == "rag"
+    assert hybrid_wins.text != rag_wins.text
+    assert "significantly ahead of rag" in hybrid_wins.text
+    assert "significantly ahead of hybrid" in rag_wins.text
+    _cited_ok(hybrid_wins)
+    _cited_ok(rag_wins)
+
+
+def test_figures_carry_the_numbers_they_cite() -> None:
+    rec = recommend(_figs(hybrid_q=0.55, rag_q=0.35, significant=True))
+    values = {f.label: f.value for f in rec.figures}
+    assert values["hybrid token F1"].startswith("0.550")
+    assert values["hybrid update: re-ingest time"] == "0.8 s"
+    assert "119x longer" in rec.text  # 95 s / 0.8 s
+    assert "still rising" in rec.text  # 0.40 -> 0.48
+
+
+def test_no_significant_difference_is_said_and_the_cheaper_arm_wins_the_tie() -> None:
+    # rag as format-adherent as hybrid and faster: a tie goes to rag
+    tie = recommend(_figs(hybrid_q=0.50, rag_q=0.48, significant=False, rag_fmt=0.95))
+    assert "not significant" in tie.text
+    assert tie.choice == "rag"
+    # ... but not when rag would give up the house format
+    tie_bad_format = recommend(_figs(hybrid_q=0.50, rag_q=0.48, significant=False, rag_fmt=0.10))
+    assert tie_bad_format.choice == "hybrid"
+    _cited_ok(tie)
+
+
+def test_nested_seeded_subsets() -> None:
+    items = list(range(40))
+    a = nested_subsets(items, [0.25, 0.5, 1.0], seed=3)
+    b = nested_subsets(items, [1.0, 0.5, 0.25], seed=3)
+    assert a == b
+    assert [len(a[f]) for f in (0.25, 0.5, 1.0)] == [10, 20, 40]
+    assert set(a[0.25]) < set(a[0.5]) < set(a[1.0])
+    assert a[0.5][:10] == a[0.25]
+    assert nested_subsets(items, [0.5], seed=4)[0.5] != a[0.5]
+    with pytest.raises(ValueError, match="fractions"):
+        nested_subsets(items, [0.0])
+    with pytest.raises(ValueError, match="no training examples"):
+        nested_subsets([], [0.5])
