@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.ragtune-installed
 PKGS   := core retrieval tuning serving eval cli.py __init__.py
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean browser
 
 install: $(STAMP)
 
@@ -21,8 +21,14 @@ $(STAMP): pyproject.toml
 demo: install
 	$(VENV)/bin/ragtune demo
 
-test: install
+test: install browser
 	$(PY) -m pytest -q
+
+# Debian's Chromium for the report-rendering test (playwright drives it; it never downloads a browser)
+browser:
+	@command -v chromium >/dev/null || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null && \
+		{ apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; }; } || \
+		echo "note: Chromium not installed (needs root + apt); the HTML render test will be skipped"
 
 lint: install
 	$(VENV)/bin/ruff check $(PKGS) tests bench

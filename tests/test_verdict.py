@@ -1,8 +1,13 @@
-"""The verdict's recommendation follows the numbers, and its learning-curve subsets are nested."""
+"""The verdict: its recommendation follows the numbers, its learning-curve subsets are nested, and its
+page renders (the HTML opens in headless Chromium with no console error; a screenshot stays in tmp)."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +21,7 @@ from ragtune.eval.recommend import (
     VerdictFigures,
     recommend,
 )
+from ragtune.eval.verdict_report import VerdictResult, write_verdict
 
 
 def _arm(name: str, q: float, fmt: float, p50: float) -> ArmFigures:
@@ -117,3 +123,57 @@ def test_nested_seeded_subsets() -> None:
         nested_subsets(items, [0.0])
     with pytest.raises(ValueError, match="no training examples"):
         nested_subsets([], [0.5])
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture()
+def written(tmp_path: Path) -> dict[str, Path]:
+    figs = _figs(hybrid_q=0.55, rag_q=0.35, significant=True)
+    result = VerdictResult(figures=figs, recommendation=recommend(figs), manifest={"seed": 0}, notes=["a note"])
+    return write_verdict(tmp_path / "verdict", result)
+
+
+def test_markdown_and_json_carry_the_recommendation_and_tables(written: dict[str, Path]) -> None:
+    md = written["md"].read_text()
+    assert "**Recommendation: hybrid**" in md
+    for section in (
+        "At a glance",
+        "Pairwise comparisons",
+        "Inference cost",
+        "Update cost",
+        "Set-up cost",
+        "Data needs",
+    ):
+        assert f"## {section}" in md
+    assert "| F1 | hybrid token F1 | 0.550" in md
+    data = json.loads(written["json"].read_text())
+    assert data["recommendation"]["choice"] == "hybrid"
+    assert VerdictResult.model_validate(data).figures.arm("rag") is not None
+
+
+@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("RAGTUNE_REQUIRE_BROWSER"), reason="Chromium not installed")
+def test_html_renders_in_headless_chromium_without_console_errors(written: dict[str, Path], tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM, "RAGTUNE_REQUIRE_BROWSER is set but no chromium on PATH"
+    problems: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        page = browser.new_page()
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.goto(written["html"].resolve().as_uri())
+        page.wait_for_load_state("load")
+        heading = page.inner_text("h1")
+        images = page.eval_on_selector_all("img", "els => els.map(e => e.complete && e.naturalWidth > 0)")
+        page.screenshot(path=str(tmp_path / "verdict.png"), full_page=True)
+        browser.close()
+    assert problems == []
+    assert "fine-tune, retrieve, or both" in heading
+    assert images == [True, True]  # metric bars and learning curve decoded
+    assert (tmp_path / "verdict.png").stat().st_size > 10_000
