@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from ragtune.core.errors import ConfigError
 
@@ -37,11 +37,36 @@ class ModelsConfig(_Section):
     cache_dir: Path | None = Field(None, description="where converted models live; default ~/.cache/ragtune")
 
 
+SearchMode = Literal["dense", "lexical", "hybrid"]
+SEARCH_MODES: tuple[str, ...] = ("dense", "lexical", "hybrid")
+
+
 class RetrievalConfig(_Section):
     chunk_tokens: int = Field(200, ge=16, le=512, description="chunk size in embedder tokens")
     chunk_overlap: int = Field(32, ge=0, le=256)
+    chunking: Literal["recursive", "markdown", "fixed"] = Field(
+        "recursive", description="recursive (token-aware), markdown (split at headers first), fixed (token windows)"
+    )
     top_k: int = Field(3, ge=1, le=50)
     embed_batch_size: int = Field(32, ge=1)
+    search_mode: SearchMode = Field("dense", description="default mode of Index.search")
+    hybrid_dense_weight: float = Field(1.0, ge=0, description="RRF weight of the dense ranking")
+    hybrid_lexical_weight: float = Field(1.0, ge=0, description="RRF weight of the lexical ranking")
+    rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion constant")
+    hybrid_candidates: int = Field(100, ge=1, description="hits taken from each ranking before fusion")
+    mmr: bool = Field(False, description="re-rank hits for diversity (maximal marginal relevance)")
+    mmr_lambda: float = Field(0.7, ge=0, le=1, description="1 = relevance only, 0 = diversity only")
+    keep_snapshots: int = Field(5, ge=1, description="how many recent snapshots stay queryable")
+    index_type: Literal["flat", "hnsw", "ivf"] = Field("flat", description="flat is exact; hnsw/ivf approximate")
+    hnsw_m: int = Field(32, ge=4, le=128)
+    hnsw_ef_construction: int = Field(80, ge=8)
+    hnsw_ef_search: int = Field(64, ge=1)
+    ivf_nlist: int = Field(128, ge=1)
+    ivf_nprobe: int = Field(16, ge=1)
+    checkpoint_ratio: float = Field(
+        0.05, ge=0, description="rewrite the FAISS file once this share of the index changed since the last one"
+    )
+    lock_timeout: float = Field(30.0, ge=0, description="seconds a writer waits for another writer's lock")
 
 
 class PromptConfig(_Section):
@@ -75,12 +100,31 @@ class TuningConfig(_Section):
     seed: int = 0
 
 
+class ApiKey(_Section):
+    """One bearer token; `admin` may write documents and load adapters, `read` may only ask."""
+
+    key: SecretStr = Field(min_length=16)
+    scope: Literal["read", "admin"] = "read"
+    name: str = ""
+
+
 class ServingConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     default_mode: Mode = "hybrid"
     default_adapter: str | None = None
     max_question_chars: int = Field(2000, ge=1)
+    max_new_tokens_cap: int = Field(512, ge=1, le=2048, description="largest max_new_tokens a request may ask")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="larger request bodies get 413")
+    max_queue: int = Field(64, ge=1, description="waiting generations; beyond this, 503 + Retry-After")
+    max_batch: int = Field(8, ge=1, le=64, description="requests for one adapter joined into one generate call")
+    batch_wait_ms: float = Field(15.0, ge=0, le=1000, description="how long a batch waits for more requests")
+    request_timeout_s: float = Field(120.0, gt=0, description="per-request deadline, queueing included")
+    api_keys: list[ApiKey] = Field(
+        default_factory=list, description="bearer tokens; empty means no auth and loopback only"
+    )
+    rate_limit_per_minute: int | None = Field(None, ge=1, description="requests per key (or client) per minute")
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes for `ragtune serve`")
 
 
 class EvalConfig(_Section):

@@ -1,10 +1,11 @@
-"""`ragtune ingest|delete|search|index`: the retrieval commands."""
+"""`ragtune ingest|sync|delete|search|index`: the retrieval commands."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -13,6 +14,8 @@ from ragtune.core.config import Config
 from ragtune.core.errors import RagtuneError
 
 app = typer.Typer()
+index_app = typer.Typer(help="Show the index: current snapshot and counts; `snapshots` lists kept snapshots.")
+app.add_typer(index_app, name="index")
 
 
 def _index(cfg: Config):  # noqa: ANN202 - lazy import keeps --help fast
@@ -53,16 +56,41 @@ def delete(
     console.print(_index(load_cli_config(workspace, config)).delete(doc_ids).summary())
 
 
+def _parse_filters(raw: list[str] | None) -> dict[str, Any] | None:
+    """`key=value` pairs; a key given twice matches either value; values are JSON when they parse."""
+    if not raw:
+        return None
+    out: dict[str, list[Any]] = {}
+    for item in raw:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise RagtuneError(f"--filter '{item}': use key=value")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out.setdefault(key, []).append(parsed)
+    return {k: v[0] if len(v) == 1 else v for k, v in out.items()}
+
+
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="What to look for.")],
     k: Annotated[int, typer.Option("-k", min=1, max=100, help="How many hits.")] = 5,
+    mode: Annotated[
+        str | None, typer.Option("--mode", help="dense, lexical or hybrid [default: retrieval.search_mode].")
+    ] = None,
+    filters: Annotated[
+        list[str] | None, typer.Option("--filter", help="key=value on document metadata; repeatable.")
+    ] = None,
+    snapshot: Annotated[str | None, typer.Option("--snapshot", help="Search a kept snapshot instead.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     workspace: Workspace = None,
     config: ConfigFile = None,
 ) -> None:
-    """Dense search over the index."""
-    hits = _index(load_cli_config(workspace, config)).search(query, k)
+    """Search the index: dense (FAISS), lexical (BM25) or hybrid (rank fusion)."""
+    ix = _index(load_cli_config(workspace, config))
+    hits = ix.search(query, k, mode=mode, filters=_parse_filters(filters), snapshot=snapshot)
     if as_json:
         print(json.dumps([h.model_dump() for h in hits], indent=2))
         return
@@ -73,8 +101,31 @@ def search(
         console.print("   " + h.chunk.text[:200].replace("\n", " "))
 
 
-@app.command("index")
-def index_stats(workspace: Workspace = None, config: ConfigFile = None) -> None:
-    """Show the current snapshot, document and chunk counts, and past snapshots."""
+@index_app.callback(invoke_without_command=True)
+def index_stats(ctx: typer.Context, workspace: Workspace = None, config: ConfigFile = None) -> None:
+    """Show the current snapshot, document and chunk counts, and the kept snapshots."""
+    if ctx.invoked_subcommand is not None:
+        return
     ix = _index(load_cli_config(workspace, config))
-    print(json.dumps({**ix.stats(), "snapshots": ix.store.snapshots()}, indent=2))
+    print(json.dumps({**ix.stats(), "snapshots": ix.snapshots()}, indent=2))
+
+
+@index_app.command("snapshots")
+def snapshots(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    workspace: Workspace = None,
+    config: ConfigFile = None,
+) -> None:
+    """List the kept snapshots (oldest first); pin one with `search --snapshot ID`."""
+    ix = _index(load_cli_config(workspace, config))
+    snaps = ix.snapshots()
+    if as_json:
+        print(json.dumps(snaps, indent=2))
+        return
+    current = ix.snapshot
+    for s in snaps:
+        when = datetime.fromtimestamp(s["created_at"], tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+        mark = " (current)" if s["id"] == current else ""
+        console.print(f"{s['id']}  {when} UTC  {s['documents']} documents  {s['chunks']} chunks{mark}")
+    if not snaps:
+        console.print("no snapshots yet (run `ragtune ingest`)")
