@@ -99,7 +99,7 @@ class Index:
         self._pending = 0  # chunks changed since the FAISS file on disk was written
         with self._lock, self.store.reading():
             self._load_faiss(self.store.seq())
-        if self._pending:
+        if self._should_checkpoint():
             self._try_checkpoint()
 
     # models (lazy: opening an index to list snapshots should not load a model) ------------------
@@ -216,6 +216,11 @@ class Index:
                     f.unlink(missing_ok=True)
             for f in self.path.glob("vectors-*.tmp"):
                 f.unlink(missing_ok=True)
+
+    def _should_checkpoint(self) -> bool:
+        if self.faiss is None:
+            return False
+        return self._pending > self.config.checkpoint_ratio * max(1, self.faiss.ntotal) or not self._faiss_files()
 
     def _try_checkpoint(self) -> None:
         try:
@@ -359,7 +364,7 @@ class Index:
                 raise
             # the cache follows the committed rows; if this fails, the next read catches up from SQLite
             self._apply(old_ids, new_ids, vecs, seq)
-            if self._pending > self.config.checkpoint_ratio * max(1, self.faiss.ntotal) or not self._faiss_files():
+            if self._should_checkpoint():
                 self.checkpoint()
         report.chunks_written = len(rows)
         report.snapshot = snapshot
