@@ -131,6 +131,20 @@ class EvalConfig(_Section):
     format_regex: str | None = HOUSE_STYLE_REGEX
     answer_regex: str | None = Field(None, description="one group: the answer span to score")
     arms: list[Mode] = ["base", "ft", "rag", "hybrid"]
+    format_schema: dict[str, Any] | None = Field(None, description="JSON schema answers must satisfy (overrides regex)")
+    ks: list[int] = Field([1, 3, 5, 10], min_length=1, description="cut-offs of hit@k, recall@k and nDCG@k")
+    latency_samples: int = Field(4, ge=0, description="questions per arm run one at a time for latency figures")
+    bootstrap_resamples: int = Field(2000, ge=100, description="resamples of every bootstrap interval and test")
+    alpha: float = Field(0.05, gt=0, lt=1, description="family-wise error rate of the Holm-corrected tests")
+
+
+class VerdictConfig(_Section):
+    few_shot_k: int = Field(4, ge=0, le=32, description="training examples shown in the few-shot arm's prompt")
+    curve_fractions: list[float] = Field([0.25, 0.5, 1.0], min_length=1, description="learning-curve training shares")
+    eval_limit: int | None = Field(64, ge=4, description="questions per arm, spread over the set (None: all)")
+    curve_eval_limit: int | None = Field(48, ge=4, description="questions per learning-curve point")
+    retune_epochs: float = Field(3.0, gt=0, description="epochs of the ft re-tune on the changed facts")
+    raft: bool = Field(True, description="add a hybrid arm with a RAFT adapter when the data has gold documents")
 
 
 class Config(_Section):
@@ -142,6 +156,7 @@ class Config(_Section):
     tuning: TuningConfig = TuningConfig()
     serving: ServingConfig = ServingConfig()
     eval: EvalConfig = EvalConfig()
+    verdict: VerdictConfig = VerdictConfig()
 
     def digest(self) -> str:
         """Short stable hash of the effective config, for reports and cards."""

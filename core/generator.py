@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TextIteratorStreamer
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TextIteratorStreamer,
+)
 from transformers.generation.streamers import BaseStreamer
 
 from ragtune.core.config import GenerationConfig
@@ -44,6 +50,83 @@ class _FirstTokenClock(BaseStreamer):
     def end(self) -> None:
         if self.first is None:
             self.first = time.perf_counter()
+
+
+@dataclass
+class RowRequest:
+    """One prompt of a shared batch, with its own token limit and its own way to stop early.
+
+    `on_token(token_id)` sees each new token as it is decoded; `cancelled()` is polled every step,
+    so a client that went away or ran out of time stops its row without stopping the others.
+    """
+
+    prompt: str
+    max_new_tokens: int
+    ignore_eos: bool = False
+    on_token: Callable[[int], None] | None = None
+    cancelled: Callable[[], bool] | None = None
+    tokens: list[int] = field(default_factory=list)
+    finished_at: float | None = None
+    stopped_early: bool = False
+
+
+class _RowTracker(BaseStreamer, StoppingCriteria):
+    """Streamer + stopping criterion: routes each step's tokens to their rows, stops rows one by one."""
+
+    def __init__(self, rows: list[RowRequest], eos_ids: set[int]) -> None:
+        self.rows = rows
+        self.eos_ids = eos_ids
+        self.done = [False] * len(rows)
+        self.prompt_seen = False
+        self.first: float | None = None
+
+    def _finish(self, i: int, early: bool = False) -> None:
+        if not self.done[i]:
+            self.done[i] = True
+            self.rows[i].finished_at = time.perf_counter()
+            self.rows[i].stopped_early = early
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:  # the first call carries the prompt ids
+            self.prompt_seen = True
+            return
+        if self.first is None:
+            self.first = time.perf_counter()
+        for i, tok in enumerate(value.reshape(-1).tolist()):
+            row = self.rows[i]
+            if self.done[i]:
+                continue
+            if tok in self.eos_ids and not row.ignore_eos:
+                self._finish(i)
+                continue
+            row.tokens.append(int(tok))
+            if row.on_token is not None:
+                row.on_token(int(tok))
+            if len(row.tokens) >= row.max_new_tokens:
+                self._finish(i)
+
+    def end(self) -> None:
+        for i in range(len(self.rows)):
+            self._finish(i)
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        for i, row in enumerate(self.rows):
+            if not self.done[i] and row.cancelled is not None and row.cancelled():
+                self._finish(i, early=True)
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
+
+
+class _NoEos(LogitsProcessor):
+    """Keeps end-of-sequence away from rows that asked for an exact length (benchmarks)."""
+
+    def __init__(self, rows: list[int], eos_ids: list[int]) -> None:
+        self.rows = rows
+        self.eos_ids = eos_ids
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        for r in self.rows:
+            scores[r, self.eos_ids] = -float("inf")
+        return scores
 
 
 class Generator:
@@ -152,6 +235,45 @@ class Generator:
                 )
             )
         return results
+
+    def _eos_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        return ids
+
+    def generate_rows(self, rows: Sequence[RowRequest], adapter: str | None = None) -> list[Generation]:
+        """One batched `generate` for rows that share an adapter, each with its own limit and stop.
+
+        Tokens reach each row's `on_token` as they are decoded, so a server can stream a batched
+        request; the batch ends when every row has finished or been cancelled.
+        """
+        rows = list(rows)
+        enc = self.tokenizer([r.prompt for r in rows], return_tensors="pt", padding=True, add_special_tokens=False)
+        eos = self._eos_ids()
+        tracker = _RowTracker(rows, eos)
+        kw = self._kwargs(max(r.max_new_tokens for r in rows))
+        no_eos = [i for i, r in enumerate(rows) if r.ignore_eos]
+        if no_eos:
+            kw["logits_processor"] = LogitsProcessorList([_NoEos(no_eos, sorted(eos))])
+        with self.lock, torch.inference_mode(), self._select(adapter):
+            torch.manual_seed(self.config.seed)
+            t0 = time.perf_counter()
+            self.model.generate(**enc, streamer=tracker, stopping_criteria=StoppingCriteriaList([tracker]), **kw)
+            t1 = time.perf_counter()
+        out = []
+        for row, mask in zip(rows, enc["attention_mask"], strict=True):
+            out.append(
+                Generation(
+                    text=self.tokenizer.decode(row.tokens, skip_special_tokens=True).strip(),
+                    prompt_tokens=int(mask.sum()),
+                    completion_tokens=len(row.tokens),
+                    ttft_ms=((tracker.first or t1) - t0) * 1000,
+                    generate_ms=((row.finished_at or t1) - t0) * 1000,
+                )
+            )
+        return out
 
     def stream(self, prompt: str, adapter: str | None = None, max_new_tokens: int | None = None) -> Iterator[str]:
         """Yield text pieces as they are decoded; the model runs in a worker thread."""

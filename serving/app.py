@@ -1,39 +1,93 @@
-"""The FastAPI application. Every user mistake becomes a 4xx JSON `{error: {code, message}}`."""
+"""The FastAPI application: routers per capability, one error envelope, the batching scheduler.
+
+Every refusal is a JSON `{error: {code, message}}` with a 4xx (or 503/504 under load); no input
+produces a 500 or a traceback in the response.
+"""
 
 from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ragtune import __version__
 from ragtune.core.errors import NotFoundError, RagtuneError
+from ragtune.serving.errors import ApiError, error_response
+from ragtune.serving.limits import BodyLimit
+from ragtune.serving.metrics import Metrics, MetricsMiddleware
 from ragtune.serving.pipeline import Pipeline
-from ragtune.serving.routers import answer, health
+from ragtune.serving.routers import adapters, answer, chat, documents, health, ui
+from ragtune.serving.scheduler import Scheduler
+from ragtune.serving.security import KeyRing
 
+log = logging.getLogger("ragtune.serving")
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
+HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
 
 
 def create_app(pipeline: Pipeline) -> FastAPI:
-    app = FastAPI(title="ragtune", version=__version__, description="Fine-tuned generation with retrieval.")
+    """Build the app around a loaded pipeline; the scheduler thread starts here, stops at shutdown."""
+    cfg = pipeline.config.serving
+    metrics = Metrics()
+    scheduler = Scheduler(pipeline.generator, cfg.max_queue, cfg.max_batch, cfg.batch_wait_ms, metrics.on_batch)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        scheduler.start()
+        yield
+        scheduler.stop()
+
+    app = FastAPI(
+        title="ragtune",
+        version=__version__,
+        description="Domain chatbot API: fine-tuned generation with retrieval, OpenAI-compatible chat.",
+        lifespan=lifespan,
+    )
     app.state.pipeline = pipeline
-    app.include_router(answer.router)
-    app.include_router(health.router)
+    app.state.scheduler = scheduler
+    app.state.metrics = metrics
+    app.state.keys = KeyRing(cfg)
+    scheduler.start()  # also without lifespan events (plain TestClient)
+    for module in (answer, chat, documents, adapters, health, ui):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    def reply(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        metrics.errors.labels(code).inc()
+        return error_response(status, code, message, headers)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return reply(exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(NotFoundError)
     async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
-        return _error(404, "not_found", str(exc))
+        return reply(404, "not_found", str(exc))
 
     @app.exception_handler(RagtuneError)
     async def _bad_request(_: Request, exc: RagtuneError) -> JSONResponse:
-        return _error(400, "bad_request", str(exc))
+        return reply(400, "bad_request", str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", []) if p != "body")
-        return _error(422, "invalid_request", f"{where}: {first.get('msg')}" if where else str(first.get("msg")))
+        return reply(422, "invalid_request", f"{where}: {first.get('msg')}" if where else str(first.get("msg")))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = "payload_too_large" if exc.status_code == 413 else HTTP_CODES.get(exc.status_code, "http_error")
+        return reply(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return reply(500, "internal", "internal error; the server log has the details")
 
     return app

@@ -8,21 +8,45 @@ hybrid  retrieval + adapter
 
 from __future__ import annotations
 
+import inspect
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
+
+from filelock import FileLock
 
 from ragtune.core.adapters import adapter_path, list_adapters
 from ragtune.core.config import MODES, Config
-from ragtune.core.errors import ConfigError, DataError
-from ragtune.core.generator import Generator
+from ragtune.core.errors import ConfigError, DataError, NotFoundError
+from ragtune.core.generator import Generation, Generator
 from ragtune.core.models import load_generator_model
 from ragtune.core.prompt import PromptBuilder
 from ragtune.core.types import Answer, Citation, ContextBlock, Hit, Timings, Usage
 from ragtune.retrieval.index import Index
 
+T = TypeVar("T")
 RETRIEVING = {"rag", "hybrid"}
 TUNED = {"ft", "hybrid"}
+
+
+@dataclass
+class Prepared:
+    """A question made ready for the generator: its prompt and what the answer will cite."""
+
+    mode: str
+    adapter: str | None
+    prompt: str
+    citations: list[Citation]
+    snapshot: str | None
+    retrieve_ms: float
+
+
+def _matches(hit: Hit, filters: dict[str, Any]) -> bool:
+    meta = {**hit.chunk.metadata, "doc_id": hit.chunk.doc_id, "title": hit.chunk.title}
+    return all(meta.get(k) == v for k, v in filters.items())
 
 
 def check_mode(mode: str) -> str:
@@ -37,6 +61,8 @@ class Pipeline:
         self.generator = generator
         self.index = index
         self.builder = PromptBuilder(generator.tokenizer, config.prompt.system_prompt)
+        self.index_lock = threading.RLock()  # searches and in-process writes take turns
+        self.loaded_snapshot = index.snapshot if index is not None else None
 
     @classmethod
     def from_config(cls, config: Config, with_index: bool = True) -> Pipeline:
@@ -71,6 +97,72 @@ class Pipeline:
             raise DataError("this mode retrieves, but the index is empty; run `ragtune ingest PATH` first")
         return self.index
 
+    def refresh_index(self) -> None:
+        """Reopen the index when another process committed a newer snapshot (several API workers)."""
+        if self.index is None:
+            if (self.config.index_dir / "store.sqlite").exists():
+                self.index = Index(self.config.index_dir, self.config.retrieval, self.config.models.embedder)
+                self.loaded_snapshot = self.index.snapshot
+            return
+        current = self.index.snapshot
+        if current != self.loaded_snapshot:
+            old = self.index
+            self.index = Index(self.config.index_dir, self.config.retrieval, self.config.models.embedder)
+            self.loaded_snapshot = self.index.snapshot
+            if old is not self.index:
+                old.close()
+
+    def write_index(self, change: Callable[[Index], T]) -> T:
+        """Run one index write: one writer at a time across threads and worker processes."""
+        self.config.index_dir.mkdir(parents=True, exist_ok=True)
+        with self.index_lock, FileLock(str(self.config.index_dir / "write.lock")):
+            self.refresh_index()  # another worker may have committed: start from its snapshot
+            if self.index is None:
+                self.index = Index(self.config.index_dir, self.config.retrieval, self.config.models.embedder)
+            try:
+                return change(self.index)
+            finally:
+                self.loaded_snapshot = self.index.snapshot
+
+    def check_snapshot(self, snapshot: str | None) -> None:
+        """404 for a snapshot the index never had; a clear error for one that is no longer searchable."""
+        if snapshot is None:
+            return
+        if self.index is None:
+            raise NotFoundError(f"unknown snapshot '{snapshot}': the index is empty")
+        known = [s["id"] for s in self.index.store.snapshots()]
+        if snapshot not in known:
+            raise NotFoundError(f"unknown snapshot '{snapshot}'; current is '{self.loaded_snapshot}'")
+        if snapshot != self.loaded_snapshot and "snapshot" not in self._search_params():
+            raise DataError(f"snapshot '{snapshot}' is no longer searchable; current is '{self.loaded_snapshot}'")
+
+    def _search_params(self) -> set[str]:
+        return set(inspect.signature(self.index.search).parameters) if self.index is not None else set()
+
+    def _search(
+        self, questions: Sequence[str], k: int, filters: dict[str, Any] | None, snapshot: str | None
+    ) -> tuple[list[list[Hit]], str | None]:
+        """Search under the index lock, so a concurrent write is never seen half-done."""
+        with self.index_lock:
+            self.refresh_index()
+            self.check_snapshot(snapshot)
+            index = self._need_index()
+            params = self._search_params()
+            extra: dict[str, Any] = {}
+            if filters and "filters" in params:
+                extra["filters"] = filters
+            if snapshot is not None and "snapshot" in params:
+                extra["snapshot"] = snapshot
+            if extra:
+                hits = [index.search(q, k, **extra) for q in questions]
+            elif filters:  # the index cannot filter yet: over-fetch and keep matching metadata
+                hits = [
+                    [h for h in row if _matches(h, filters)][:k] for row in index.search_many(list(questions), k * 5)
+                ]
+            else:
+                hits = index.search_many(list(questions), k)
+            return hits, snapshot or self.loaded_snapshot
+
     def _contexts(self, hits: list[Hit]) -> list[ContextBlock]:
         budget = self.config.prompt.max_context_tokens
         blocks: list[ContextBlock] = []
@@ -89,26 +181,70 @@ class Pipeline:
             for i, h in enumerate(hits[:n_used], 1)
         ]
 
-    def _prepare(
-        self, questions: Sequence[str], mode: str, top_k: int | None
-    ) -> tuple[list[str], list[list[Hit]], list[int], float]:
+    def _check_questions(self, questions: Sequence[str]) -> None:
         for q in questions:
             if not q or not q.strip():
                 raise DataError("question is empty")
             if len(q) > self.config.serving.max_question_chars:
                 raise DataError(f"question is longer than {self.config.serving.max_question_chars} characters")
+
+    def prepare_many(
+        self,
+        questions: Sequence[str],
+        mode: str,
+        adapter: str | None = None,
+        top_k: int | None = None,
+        filters: dict[str, Any] | None = None,
+        snapshot: str | None = None,
+    ) -> list[Prepared]:
+        """Everything before generation: checks, adapter, retrieval and the prompt."""
+        check_mode(mode)
+        self._check_questions(questions)
+        name = self.resolve_adapter(mode, adapter)
         hits: list[list[Hit]] = [[] for _ in questions]
         retrieve_ms = 0.0
+        used_snapshot = None
         if mode in RETRIEVING:
             t0 = time.perf_counter()
-            hits = self._need_index().search_many(list(questions), top_k or self.config.retrieval.top_k)
+            hits, used_snapshot = self._search(questions, top_k or self.config.retrieval.top_k, filters, snapshot)
             retrieve_ms = (time.perf_counter() - t0) * 1000 / max(1, len(questions))
-        prompts, used = [], []
+        elif snapshot is not None:
+            self.check_snapshot(snapshot)
+        out = []
         for q, h in zip(questions, hits, strict=True):
             ctx = self._contexts(h) if mode in RETRIEVING else []
-            prompts.append(self.builder.prompt(q, ctx or None))
-            used.append(len(ctx))
-        return prompts, hits, used, retrieve_ms
+            out.append(
+                Prepared(
+                    mode=mode,
+                    adapter=name,
+                    prompt=self.builder.prompt(q, ctx or None),
+                    citations=self._citations(h, len(ctx)),
+                    snapshot=used_snapshot,
+                    retrieve_ms=retrieve_ms,
+                )
+            )
+        return out
+
+    def prepare(self, question: str, mode: str, adapter: str | None = None, **kw: Any) -> Prepared:
+        return self.prepare_many([question], mode, adapter, **kw)[0]
+
+    @staticmethod
+    def finish(prep: Prepared, gen: Generation, total_ms: float, ttft_ms: float | None = None) -> Answer:
+        """The Answer record for a prepared question and its generation."""
+        return Answer(
+            answer=gen.text,
+            mode=prep.mode,
+            adapter=prep.adapter,
+            snapshot=prep.snapshot,
+            citations=prep.citations,
+            timings=Timings(
+                retrieve_ms=round(prep.retrieve_ms, 2),
+                ttft_ms=round(gen.ttft_ms if ttft_ms is None else ttft_ms, 2),
+                generate_ms=round(gen.generate_ms, 2),
+                total_ms=round(total_ms, 2),
+            ),
+            usage=Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens),
+        )
 
     # answering ----------------------------------------------------------------------------------
     def answer_many(
@@ -120,32 +256,16 @@ class Pipeline:
         max_new_tokens: int | None = None,
     ) -> list[Answer]:
         """Answer several questions with one batched generate per `generation.batch_size`."""
-        check_mode(mode)
-        name = self.resolve_adapter(mode, adapter)
         t0 = time.perf_counter()
-        prompts, hits, used, retrieve_ms = self._prepare(questions, mode, top_k)
-        gens = self.generator.generate(prompts, adapter=name, max_new_tokens=max_new_tokens)
+        preps = self.prepare_many(questions, mode, adapter, top_k)
+        gens = self.generator.generate(
+            [p.prompt for p in preps], adapter=preps[0].adapter if preps else None, max_new_tokens=max_new_tokens
+        )
         wall = (time.perf_counter() - t0) * 1000
-        snapshot = self.index.snapshot if (self.index is not None and mode in RETRIEVING) else None
-        answers = []
-        for g, h, n in zip(gens, hits, used, strict=True):
-            answers.append(
-                Answer(
-                    answer=g.text,
-                    mode=mode,
-                    adapter=name,
-                    snapshot=snapshot,
-                    citations=self._citations(h, n),
-                    timings=Timings(
-                        retrieve_ms=round(retrieve_ms, 2),
-                        ttft_ms=round(g.ttft_ms, 2),
-                        generate_ms=round(g.generate_ms, 2),
-                        total_ms=round(retrieve_ms + g.generate_ms if len(questions) > 1 else wall, 2),
-                    ),
-                    usage=Usage(prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens),
-                )
-            )
-        return answers
+        return [
+            self.finish(p, g, p.retrieve_ms + g.generate_ms if len(questions) > 1 else wall)
+            for p, g in zip(preps, gens, strict=True)
+        ]
 
     def answer(
         self,
@@ -166,34 +286,23 @@ class Pipeline:
         max_new_tokens: int | None = None,
     ) -> Iterator[str | Answer]:
         """Yield text pieces, then the final Answer (with citations and timings)."""
-        check_mode(mode)
-        name = self.resolve_adapter(mode, adapter)
         t0 = time.perf_counter()
-        prompts, hits, used, retrieve_ms = self._prepare([question], mode, top_k)
+        prep = self.prepare(question, mode, adapter, top_k=top_k)
         t_gen = time.perf_counter()
         first: float | None = None
         pieces: list[str] = []
-        for piece in self.generator.stream(prompts[0], adapter=name, max_new_tokens=max_new_tokens):
+        for piece in self.generator.stream(prep.prompt, adapter=prep.adapter, max_new_tokens=max_new_tokens):
             if first is None:
                 first = time.perf_counter()
             pieces.append(piece)
             yield piece
         t_end = time.perf_counter()
         text = "".join(pieces).strip()
-        yield Answer(
-            answer=text,
-            mode=mode,
-            adapter=name,
-            snapshot=self.index.snapshot if (self.index is not None and mode in RETRIEVING) else None,
-            citations=self._citations(hits[0], used[0]),
-            timings=Timings(
-                retrieve_ms=round(retrieve_ms, 2),
-                ttft_ms=round(((first or t_end) - t_gen) * 1000, 2),
-                generate_ms=round((t_end - t_gen) * 1000, 2),
-                total_ms=round((t_end - t0) * 1000, 2),
-            ),
-            usage=Usage(
-                prompt_tokens=self.generator.count_tokens(prompts[0]),
-                completion_tokens=self.generator.count_tokens(text),
-            ),
+        gen = Generation(
+            text=text,
+            prompt_tokens=self.generator.count_tokens(prep.prompt),
+            completion_tokens=self.generator.count_tokens(text),
+            ttft_ms=((first or t_end) - t_gen) * 1000,
+            generate_ms=(t_end - t_gen) * 1000,
         )
+        yield self.finish(prep, gen, (t_end - t0) * 1000)

@@ -1,20 +1,34 @@
-"""HTTP request bodies; responses reuse the core Answer record."""
+"""HTTP request and response bodies for the answer, document, index and adapter routes."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragtune.core.config import Mode
+from ragtune.core.types import Answer
 
 
-class AnswerRequest(BaseModel):
+class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+
+class AnswerRequest(_Body):
     question: str = Field(min_length=1, max_length=8000)
     mode: Mode | None = Field(None, description="base | ft | rag | hybrid; default from serving.default_mode")
-    adapter: str | None = Field(None, max_length=200)
+    adapter: str | None = Field(None, min_length=1, max_length=200)
     top_k: int | None = Field(None, ge=1, le=50)
-    max_new_tokens: int | None = Field(None, ge=1, le=1024)
+    filters: dict[str, str | int | float | bool] | None = Field(
+        None, description="metadata that retrieved chunks must match exactly"
+    )
+    snapshot: str | None = Field(None, min_length=1, max_length=100, description="index snapshot to search")
+    max_new_tokens: int | None = Field(None, ge=1, le=2048, description="capped by serving.max_new_tokens_cap")
+    stream: bool = Field(False, description="server-sent events: `token` events, then one `done` event")
+    ignore_eos: bool = Field(False, description="generate exactly max_new_tokens (for benchmarks)")
+
+
+AnswerResponse = Answer
 
 
 class ErrorBody(BaseModel):
@@ -24,3 +38,65 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+class DocumentIn(_Body):
+    text: str = Field(min_length=1)
+    title: str = Field("", max_length=500)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class DocumentWithId(DocumentIn):
+    id: str = Field(min_length=1, max_length=200, pattern=r"^[^/\s]+$")
+
+
+class BatchRequest(_Body):
+    upsert: list[DocumentWithId] = Field(default_factory=list, max_length=1000)
+    delete: list[str] = Field(default_factory=list, max_length=1000)
+
+
+class WriteResult(BaseModel):
+    added: list[str] = Field(default_factory=list)
+    updated: list[str] = Field(default_factory=list)
+    unchanged: list[str] = Field(default_factory=list)
+    deleted: list[str] = Field(default_factory=list)
+    snapshot: str | None = None
+
+
+class DocumentOut(BaseModel):
+    id: str
+    title: str
+    metadata: dict[str, Any]
+    content_hash: str
+    chunks: int
+    updated_at: float
+    snapshot: str | None
+
+
+class SnapshotInfo(BaseModel):
+    id: str
+    seq: int
+    created_at: float
+    documents: int
+    chunks: int
+
+
+class IndexInfo(BaseModel):
+    snapshot: str | None
+    documents: int
+    chunks: int
+    embedder: str | None = None
+    snapshots: list[SnapshotInfo] = Field(default_factory=list)
+
+
+class AdapterInfo(BaseModel):
+    name: str
+    loaded: bool
+    base_model: str | None = None
+    created_at: str | None = None
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 422, 429, 503)
+}

@@ -99,3 +99,61 @@ def pipeline_factory(tmp_path_factory: pytest.TempPathFactory, fact_docs, tiny_a
         return pipeline
 
     return make
+
+
+@pytest.fixture(scope="session")
+def serving_pipeline(pipeline_factory, tmp_path_factory: pytest.TempPathFactory, fact_docs):
+    """Make a Pipeline for serving tests that shares the session's model (with the tiny adapter).
+
+    `serving` overrides the serving config section; `own_index=True` gives a fresh workspace with
+    its own index of the fact documents, for tests that write documents.
+    """
+    import shutil
+
+    from ragtune.retrieval.index import Index
+    from ragtune.serving.pipeline import Pipeline
+
+    shared = pipeline_factory()
+
+    def make(serving: dict | None = None, own_index: bool = False) -> Pipeline:
+        ws = tmp_path_factory.mktemp("serve-ws") if own_index else shared.config.workspace
+        overrides = {"generation": {"max_new_tokens": 8}, "serving": serving or {}}
+        cfg = load_config(workspace=ws, environ={}, overrides=overrides)
+        index = shared.index
+        if own_index:
+            shutil.copytree(shared.config.adapters_dir, cfg.adapters_dir)
+            index = Index(cfg.index_dir, cfg.retrieval, cfg.models.embedder)
+            index.upsert(fact_docs, progress=False)
+        return Pipeline(cfg, shared.generator, index)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def live_server():
+    """Run an ASGI app with uvicorn on a free loopback port in a thread; yields its base URL."""
+    import contextlib
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    @contextlib.contextmanager
+    def run(app):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+            thread.join(timeout=30)
+
+    return run

@@ -1,21 +1,71 @@
+"""POST /v1/answer: one question in one mode, as JSON or as server-sent events."""
+
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+import json
+from collections.abc import AsyncIterator
+from typing import Any
 
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from sse_starlette import EventSourceResponse
+
+from ragtune.core.errors import RagtuneError
 from ragtune.core.types import Answer
-from ragtune.serving.pipeline import Pipeline
-from ragtune.serving.schemas import AnswerRequest, ErrorResponse
+from ragtune.serving import answering
+from ragtune.serving.errors import ApiError, ClientGone
+from ragtune.serving.schemas import ERRORS, AnswerRequest
+from ragtune.serving.security import read_access
 
 router = APIRouter(tags=["answer"])
 
+SSE_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "description": "with `stream: true`: `token` events `{text}`, then one `done` event with the Answer",
+    }
+}
 
-@router.post(
-    "/v1/answer",
-    response_model=Answer,
-    responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
-)
-def answer(body: AnswerRequest, request: Request) -> Answer:
-    """Answer one question in the chosen mode; the reply names its snapshot, adapter and timings."""
-    pipeline: Pipeline = request.app.state.pipeline
-    mode = body.mode or pipeline.config.serving.default_mode
-    return pipeline.answer(body.question, mode, body.adapter, body.top_k, body.max_new_tokens)
+
+def error_event(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, ApiError):
+        code, message = exc.code, exc.message
+    elif isinstance(exc, RagtuneError):
+        code, message = "bad_request", str(exc)
+    else:
+        code, message = "internal", "generation failed"
+    return {"event": "error", "data": json.dumps({"error": {"code": code, "message": message}})}
+
+
+@router.post("/v1/answer", response_model=Answer, responses={**ERRORS, 504: ERRORS[503], **SSE_DOC})
+async def answer(body: AnswerRequest, request: Request, _: str = read_access) -> Any:
+    """Answer one question; the reply names its snapshot, adapter, citations, timings and usage."""
+    running = await answering.start(
+        request,
+        body.question,
+        body.mode,
+        body.adapter,
+        body.top_k,
+        body.filters,
+        body.snapshot,
+        body.max_new_tokens,
+        body.ignore_eos,
+        stream=body.stream,
+    )
+    if not body.stream:
+        try:
+            return await answering.result(running, request)
+        except ClientGone:
+            return Response(status_code=499)
+
+    async def events() -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for item in answering.pieces(running):
+                if isinstance(item, Answer):
+                    yield {"event": "done", "data": item.model_dump_json()}
+                else:
+                    yield {"event": "token", "data": json.dumps({"text": item})}
+        except Exception as exc:  # headers are sent: report in-band, never as a traceback
+            yield error_event(exc)
+
+    return EventSourceResponse(events(), ping=15)

@@ -1,15 +1,43 @@
+"""Liveness, readiness and Prometheus metrics."""
+
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from ragtune.serving.errors import error_response
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
 def healthz(request: Request) -> dict[str, Any]:
-    """Alive, with what is loaded."""
+    """Alive, with what is loaded (answers even while the model is busy)."""
     pipeline = request.app.state.pipeline
     index = pipeline.index.stats() if pipeline.index is not None else None
     return {"status": "ok", "index": index, "adapters": sorted(pipeline.generator.adapters)}
+
+
+@router.get("/readyz", responses={503: {"description": "not ready"}})
+def readyz(request: Request) -> JSONResponse:
+    """Ready when the model is loaded, the scheduler runs and the index is open."""
+    pipeline = request.app.state.pipeline
+    checks = {
+        "model": pipeline.generator.model is not None,
+        "scheduler": request.app.state.scheduler.alive,
+        "index": pipeline.index is not None and pipeline.index.faiss is not None,
+    }
+    if not all(checks.values()):
+        missing = ", ".join(k for k, ok in checks.items() if not ok)
+        return error_response(503, "not_ready", f"not ready: {missing}")
+    return JSONResponse({"status": "ready", "checks": checks, "snapshot": pipeline.loaded_snapshot})
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    """Prometheus text format: requests, latency by mode, queue depth, tokens/s, errors."""
+    m = request.app.state.metrics
+    m.queue_depth.set(request.app.state.scheduler.depth)
+    return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

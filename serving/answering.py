@@ -1,0 +1,126 @@
+"""The path every HTTP answer takes: prepare (threadpool) -> bounded queue -> batched generate.
+
+Shared by `/v1/answer` and `/v1/chat/completions`, so both get the same limits, deadline,
+disconnect handling, metrics and Answer record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
+from ragtune.core.generator import Generation
+from ragtune.core.types import Answer
+from ragtune.serving.errors import ApiError, ClientGone, deadline_exceeded
+from ragtune.serving.metrics import Metrics
+from ragtune.serving.pipeline import Pipeline, Prepared
+from ragtune.serving.scheduler import Event, Job, Scheduler, async_emitter
+
+DISCONNECT_POLL_S = 0.25
+
+
+@dataclass
+class Running:
+    prep: Prepared
+    job: Job
+    events: asyncio.Queue[Event]
+    t0: float
+    pipeline: Pipeline
+    metrics: Metrics
+
+    def answer(self, gen: Generation) -> Answer:
+        now = time.perf_counter()
+        first = self.job.first_token_at or now
+        total = now - self.t0
+        self.metrics.latency.labels(self.prep.mode).observe(total)
+        return self.pipeline.finish(self.prep, gen, total * 1000, ttft_ms=(first - self.t0) * 1000)
+
+
+async def start(
+    request: Request,
+    question: str,
+    mode: str | None,
+    adapter: str | None = None,
+    top_k: int | None = None,
+    filters: dict[str, Any] | None = None,
+    snapshot: str | None = None,
+    max_new_tokens: int | None = None,
+    ignore_eos: bool = False,
+    stream: bool = False,
+) -> Running:
+    """Check, retrieve and queue one question; 4xx/503 errors surface here, before any streaming."""
+    t0 = time.perf_counter()
+    pipeline: Pipeline = request.app.state.pipeline
+    scheduler: Scheduler = request.app.state.scheduler
+    cfg = pipeline.config
+    cap = cfg.serving.max_new_tokens_cap
+    if max_new_tokens is not None and max_new_tokens > cap:
+        raise ApiError(422, "limit_exceeded", f"max_new_tokens: at most {cap} (serving.max_new_tokens_cap)")
+    prep = await run_in_threadpool(
+        pipeline.prepare,
+        question,
+        mode or cfg.serving.default_mode,
+        adapter,
+        top_k=top_k,
+        filters=filters,
+        snapshot=snapshot,
+    )
+    events: asyncio.Queue[Event] = asyncio.Queue()
+    timeout = cfg.serving.request_timeout_s
+    job = Job(
+        prompt=prep.prompt,
+        adapter=prep.adapter,
+        max_new_tokens=min(max_new_tokens or cfg.generation.max_new_tokens, cap),
+        deadline=time.monotonic() + timeout - (time.perf_counter() - t0),
+        timeout_s=timeout,
+        ignore_eos=ignore_eos,
+        stream=stream,
+        emit=async_emitter(asyncio.get_running_loop(), events),
+    )
+    scheduler.submit(job)
+    return Running(prep, job, events, t0, pipeline, request.app.state.metrics)
+
+
+async def result(running: Running, request: Request) -> Answer:
+    """Wait for the whole answer; a client that disconnects cancels its generation."""
+    try:
+        while True:
+            try:
+                kind, payload = await asyncio.wait_for(running.events.get(), DISCONNECT_POLL_S)
+            except TimeoutError:
+                if time.monotonic() > running.job.deadline + 5:  # the worker is stuck behind a long batch
+                    running.job.cancel()
+                    raise deadline_exceeded(running.job.timeout_s) from None
+                if await request.is_disconnected():
+                    running.job.cancel()
+                    raise ClientGone() from None
+                continue
+            if kind == "done":
+                return running.answer(payload)
+            if kind == "error":
+                raise payload
+    except asyncio.CancelledError:
+        running.job.cancel()
+        raise
+
+
+async def pieces(running: Running) -> AsyncIterator[str | Answer]:
+    """Text pieces as they are decoded, then the Answer; closing the iterator cancels the job."""
+    try:
+        while True:
+            kind, payload = await running.events.get()
+            if kind == "piece":
+                yield payload
+            elif kind == "done":
+                yield running.answer(payload)
+                return
+            else:
+                raise payload
+    finally:
+        running.job.cancel()  # no-op when finished; stops the row when the client went away

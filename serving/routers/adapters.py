@@ -1,0 +1,53 @@
+"""Adapters on one base model: list, load and unload without a restart."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Path, Request
+from starlette.concurrency import run_in_threadpool
+
+from ragtune.core.adapters import list_adapters
+from ragtune.core.errors import NotFoundError
+from ragtune.serving.pipeline import Pipeline
+from ragtune.serving.schemas import ERRORS, AdapterInfo
+from ragtune.serving.security import admin_access, read_access
+
+router = APIRouter(tags=["adapters"])
+Name = Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
+
+
+def _list(pipeline: Pipeline) -> list[AdapterInfo]:
+    loaded = set(pipeline.generator.adapters)
+    out = {
+        c.name: AdapterInfo(
+            name=c.name, loaded=c.name in loaded, base_model=c.base_model, created_at=c.created_at, metrics=c.metrics
+        )
+        for c in list_adapters(pipeline.config.adapters_dir)
+    }
+    for name in loaded - set(out):
+        out[name] = AdapterInfo(name=name, loaded=True)
+    return [out[k] for k in sorted(out)]
+
+
+@router.get("/v1/adapters", response_model=list[AdapterInfo], responses=ERRORS)
+async def adapters(request: Request, _: str = read_access) -> list[AdapterInfo]:
+    """Adapters in the workspace (with their card) and whether each is loaded."""
+    return await run_in_threadpool(_list, request.app.state.pipeline)
+
+
+@router.post("/v1/adapters/{name}:load", response_model=AdapterInfo, responses=ERRORS)
+async def load(request: Request, name: str = Name, _: str = admin_access) -> AdapterInfo:
+    """Load an adapter from the workspace; requests can name it right after."""
+    pipeline: Pipeline = request.app.state.pipeline
+    if name not in pipeline.generator.adapters:
+        await run_in_threadpool(pipeline.load_adapter, name)
+    return next(a for a in await run_in_threadpool(_list, pipeline) if a.name == name)
+
+
+@router.post("/v1/adapters/{name}:unload", response_model=AdapterInfo, responses=ERRORS)
+async def unload(request: Request, name: str = Name, _: str = admin_access) -> AdapterInfo:
+    """Free an adapter's weights; a later ft/hybrid request for it loads it again."""
+    pipeline: Pipeline = request.app.state.pipeline
+    if name not in pipeline.generator.adapters:
+        raise NotFoundError(f"adapter '{name}' is not loaded")
+    await run_in_threadpool(pipeline.generator.unload_adapter, name)
+    return AdapterInfo(name=name, loaded=False)

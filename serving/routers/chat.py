@@ -1,0 +1,139 @@
+"""OpenAI-compatible `POST /v1/chat/completions` and `GET /v1/models`.
+
+`model` names mode and adapter: `ragtune-hybrid:house-style`, `ragtune-rag`, `ragtune-ft` (default
+adapter). The last user message is the question; the house system prompt stays ours, so a client's
+system message cannot change the style the adapter was trained for.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from sse_starlette import EventSourceResponse
+
+from ragtune.core.adapters import list_adapters
+from ragtune.core.config import MODES
+from ragtune.core.types import Answer
+from ragtune.serving import answering
+from ragtune.serving.chat_schemas import (
+    ChatChoice,
+    ChatChoiceMessage,
+    ChatRequest,
+    ChatResponse,
+    ChatUsage,
+    ModelCard,
+    ModelList,
+    RagtuneExtras,
+)
+from ragtune.serving.errors import ApiError, ClientGone
+from ragtune.serving.pipeline import TUNED, Pipeline
+from ragtune.serving.routers.answer import error_event
+from ragtune.serving.schemas import ERRORS
+from ragtune.serving.security import read_access
+
+router = APIRouter(tags=["openai"])
+PREFIX = "ragtune-"
+
+
+def parse_model(model: str) -> tuple[str, str | None]:
+    """`ragtune-hybrid:house-style` -> ("hybrid", "house-style")."""
+    name, _, adapter = model.partition(":")
+    mode = name.removeprefix(PREFIX) if name.startswith(PREFIX) else ""
+    if mode not in MODES:
+        raise ApiError(404, "model_not_found", f"unknown model '{model}'; GET /v1/models lists them")
+    if adapter and mode not in TUNED:
+        raise ApiError(404, "model_not_found", f"model '{model}': mode '{mode}' takes no adapter")
+    return mode, adapter or None
+
+
+def model_ids(pipeline: Pipeline) -> list[str]:
+    names = sorted({c.name for c in list_adapters(pipeline.config.adapters_dir)} | set(pipeline.generator.adapters))
+    ids = [f"{PREFIX}{m}" for m in MODES]
+    ids += [f"{PREFIX}{m}:{n}" for m in MODES if m in TUNED for n in names]
+    return ids
+
+
+@router.get("/v1/models", response_model=ModelList, responses=ERRORS)
+def models(request: Request, _: str = read_access) -> ModelList:
+    """Every mode, and every mode x adapter pair for the tuned modes."""
+    return ModelList(data=[ModelCard(id=i) for i in model_ids(request.app.state.pipeline)])
+
+
+def _question(body: ChatRequest) -> str:
+    users = [m for m in body.messages if m.role == "user" and m.text().strip()]
+    if not users:
+        raise ApiError(422, "invalid_request", "messages: no user message with text")
+    return users[-1].text()
+
+
+def _response(body: ChatRequest, cid: str, created: int, ans: Answer, limit: int) -> ChatResponse:
+    u = ans.usage
+    return ChatResponse(
+        id=cid,
+        created=created,
+        model=body.model,
+        choices=[
+            ChatChoice(
+                message=ChatChoiceMessage(content=ans.answer),
+                finish_reason="length" if u.completion_tokens >= limit else "stop",
+            )
+        ],
+        usage=ChatUsage(
+            prompt_tokens=u.prompt_tokens,
+            completion_tokens=u.completion_tokens,
+            total_tokens=u.prompt_tokens + u.completion_tokens,
+        ),
+        ragtune=RagtuneExtras(citations=ans.citations, snapshot=ans.snapshot, adapter=ans.adapter, mode=ans.mode),
+    )
+
+
+@router.post("/v1/chat/completions", response_model=ChatResponse, responses={**ERRORS, 504: ERRORS[503]})
+async def chat_completions(body: ChatRequest, request: Request, _: str = read_access) -> Any:
+    """Chat completion in the OpenAI format, streaming (`stream: true`) or not."""
+    mode, adapter = parse_model(body.model)
+    limit = body.max_completion_tokens or body.max_tokens
+    running = await answering.start(request, _question(body), mode, adapter, max_new_tokens=limit, stream=body.stream)
+    limit = running.job.max_new_tokens
+    cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+    if not body.stream:
+        try:
+            return _response(body, cid, created, await answering.result(running, request), limit)
+        except ClientGone:
+            return Response(status_code=499)
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
+        data = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": body.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
+        return {"data": json.dumps(data)}
+
+    async def events() -> AsyncIterator[dict[str, Any]]:
+        try:
+            yield chunk({"role": "assistant", "content": ""})
+            async for item in answering.pieces(running):
+                if isinstance(item, Answer):
+                    full = _response(body, cid, created, item, limit)
+                    yield chunk(
+                        {},
+                        full.choices[0].finish_reason,
+                        usage=full.usage.model_dump(),
+                        ragtune=full.ragtune.model_dump(),
+                    )
+                else:
+                    yield chunk({"content": item})
+            yield {"data": "[DONE]"}
+        except Exception as exc:
+            yield error_event(exc)
+
+    return EventSourceResponse(events(), ping=15)

@@ -1,0 +1,126 @@
+"""Documents while serving: upsert, read, delete, batch; `GET /v1/index` names the snapshot.
+
+Writes run in the threadpool, one writer at a time (`Pipeline.write_index`: a lock in-process, a
+file lock across workers); searches wait for a write to finish, so none sees half a commit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Path, Request
+from starlette.concurrency import run_in_threadpool
+
+from ragtune.core.errors import DataError, NotFoundError
+from ragtune.core.types import Document
+from ragtune.retrieval.index import Index, IngestReport
+from ragtune.serving.pipeline import Pipeline
+from ragtune.serving.schemas import (
+    ERRORS,
+    BatchRequest,
+    DocumentIn,
+    DocumentOut,
+    IndexInfo,
+    SnapshotInfo,
+    WriteResult,
+)
+from ragtune.serving.security import admin_access, read_access
+
+router = APIRouter(tags=["documents"])
+DocId = Path(min_length=1, max_length=200, pattern=r"^[^/\s]+$")
+
+
+def _result(*reports: IngestReport) -> WriteResult:
+    out = WriteResult()
+    for r in reports:
+        out.added += r.added
+        out.updated += r.updated
+        out.unchanged += r.unchanged
+        out.deleted += r.deleted
+        out.snapshot = r.snapshot
+    return out
+
+
+def _pipeline(request: Request) -> Pipeline:
+    return request.app.state.pipeline  # type: ignore[no-any-return]
+
+
+@router.put("/v1/documents/{doc_id}", response_model=WriteResult, responses=ERRORS)
+async def put_document(body: DocumentIn, request: Request, doc_id: str = DocId, _: str = admin_access) -> WriteResult:
+    """Add or replace one document; unchanged content costs nothing and keeps the snapshot."""
+    doc = Document(id=doc_id, text=body.text, title=body.title, metadata=body.metadata)
+    report = await run_in_threadpool(_pipeline(request).write_index, lambda ix: ix.upsert([doc], progress=False))
+    return _result(report)
+
+
+def _read(pipeline: Pipeline, doc_id: str) -> dict[str, Any]:
+    with pipeline.index_lock:
+        pipeline.refresh_index()
+        found = pipeline.index.document(doc_id) if pipeline.index is not None else None
+        if found is None:
+            raise NotFoundError(f"unknown document '{doc_id}'")
+        return {**found, "snapshot": pipeline.loaded_snapshot}
+
+
+@router.get("/v1/documents/{doc_id}", response_model=DocumentOut, responses=ERRORS)
+async def get_document(request: Request, doc_id: str = DocId, _: str = read_access) -> DocumentOut:
+    """Title, metadata, content hash and chunk count of one stored document."""
+    return DocumentOut(**await run_in_threadpool(_read, _pipeline(request), doc_id))
+
+
+def _delete(ix: Index, doc_id: str) -> IngestReport:
+    if ix.document(doc_id) is None:
+        raise NotFoundError(f"unknown document '{doc_id}'")
+    return ix.delete([doc_id])
+
+
+@router.delete("/v1/documents/{doc_id}", response_model=WriteResult, responses=ERRORS)
+async def delete_document(request: Request, doc_id: str = DocId, _: str = admin_access) -> WriteResult:
+    """Remove one document and its chunks; a new snapshot."""
+    report = await run_in_threadpool(_pipeline(request).write_index, lambda ix: _delete(ix, doc_id))
+    return _result(report)
+
+
+def _batch(ix: Index, body: BatchRequest) -> list[IngestReport]:
+    docs = [Document(id=d.id, text=d.text, title=d.title, metadata=d.metadata) for d in body.upsert]
+    ids = [d.id for d in docs]
+    if len(set(ids)) != len(ids):
+        raise DataError("upsert: duplicate document ids")
+    missing = [d for d in body.delete if ix.document(d) is None]
+    if missing:
+        raise NotFoundError(f"unknown document ids: {', '.join(missing[:5])}")
+    reports = []
+    if docs:
+        reports.append(ix.upsert(docs, progress=False))
+    if body.delete:
+        reports.append(ix.delete(body.delete))
+    return reports
+
+
+@router.post("/v1/documents:batch", response_model=WriteResult, responses=ERRORS)
+async def batch(body: BatchRequest, request: Request, _: str = admin_access) -> WriteResult:
+    """Upsert and delete several documents; all ids are checked before anything is written."""
+    reports = await run_in_threadpool(_pipeline(request).write_index, lambda ix: _batch(ix, body))
+    return _result(*reports) if reports else WriteResult(snapshot=_pipeline(request).loaded_snapshot)
+
+
+def _info(pipeline: Pipeline) -> IndexInfo:
+    with pipeline.index_lock:
+        pipeline.refresh_index()
+        if pipeline.index is None:
+            return IndexInfo(snapshot=None, documents=0, chunks=0)
+        stats = pipeline.index.stats()
+        snaps = [SnapshotInfo(**s) for s in pipeline.index.store.snapshots()]
+        return IndexInfo(
+            snapshot=pipeline.loaded_snapshot,
+            documents=stats["documents"],
+            chunks=stats["chunks"],
+            embedder=stats.get("embedder"),
+            snapshots=snaps,
+        )
+
+
+@router.get("/v1/index", response_model=IndexInfo, responses=ERRORS)
+async def index_info(request: Request, _: str = read_access) -> IndexInfo:
+    """The current snapshot, document and chunk counts, and the snapshot history."""
+    return await run_in_threadpool(_info, _pipeline(request))
