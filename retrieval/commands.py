@@ -24,26 +24,55 @@ def _index(cfg: Config):  # noqa: ANN202 - lazy import keeps --help fast
     return Index(cfg.index_dir, cfg.retrieval, cfg.models.embedder)
 
 
+def _warn(errors: list[str]) -> None:
+    for err in errors:
+        console.print(f"[yellow]skipped[/] {err}", highlight=False, soft_wrap=True)
+
+
 @app.command()
 def ingest(
     paths: Annotated[
         list[Path],
-        typer.Argument(help="Folders of .txt/.md files, single files, or JSONL {id, text, title?, metadata?}."),
+        typer.Argument(help="Folders or files: .txt, .md, .html, .pdf, .csv, or JSONL {id, text, title?, metadata?}."),
     ],
     workspace: Workspace = None,
     config: ConfigFile = None,
 ) -> None:
-    """Add or update documents: unchanged ones cost nothing, changed ones replace their chunks."""
-    from ragtune.retrieval.loaders import load_documents
+    """Add or update documents: unchanged ones cost nothing, changed ones replace their chunks.
+
+    A bad file (undecodable, empty, malformed) is reported and skipped; the rest still goes in."""
+    from ragtune.retrieval.loaders import SUPPORTED_TEXT, load_paths
 
     cfg = load_cli_config(workspace, config)
-    docs = load_documents(paths)
-    if not docs:
-        raise RagtuneError(f"no documents found in {', '.join(map(str, paths))} (.txt, .md or .jsonl)")
-    report = _index(cfg).upsert(docs)
+    loaded = load_paths(paths)
+    if not loaded.documents:
+        if loaded.errors:
+            raise RagtuneError("; ".join(loaded.errors))
+        raise RagtuneError(f"no documents found in {', '.join(map(str, paths))} ({SUPPORTED_TEXT})")
+    _warn(loaded.errors)
+    report = _index(cfg).upsert(loaded.documents)
     console.print(
         report.summary() if report.changed else f"nothing changed ({len(report.unchanged)} documents up to date)"
     )
+
+
+@app.command()
+def sync(
+    folder: Annotated[Path, typer.Argument(help="The folder to mirror: adds, edits, renames and deletions.")],
+    workspace: Workspace = None,
+    config: ConfigFile = None,
+) -> None:
+    """Make the index mirror FOLDER; files whose bytes did not change are not even read."""
+    from ragtune.retrieval.sync import sync_folder
+
+    report = sync_folder(_index(load_cli_config(workspace, config)), folder)
+    _warn(report.errors)
+    if not report.changed:
+        console.print(f"nothing changed ({len(report.unchanged)} documents up to date)")
+        return
+    console.print(report.summary())
+    for old, new in report.renamed:
+        console.print(f"renamed {old} -> {new}", highlight=False)
 
 
 @app.command()

@@ -292,7 +292,16 @@ class Index:
                 (report.updated if doc.id in known else report.added).append(doc.id)
                 todo.append((doc, h))
         report.deleted = delete_ids
-        if not report.changed and on_commit is None:
+        if not report.changed:
+            if on_commit is not None:  # bookkeeping only (e.g. a sync manifest): no new snapshot
+                with self._lock:
+                    self.store.begin()
+                    try:
+                        on_commit(self.store)
+                        self.store.commit()
+                    except BaseException:
+                        self.store.rollback()
+                        raise
             return report
 
         # chunk and embed outside any transaction and without the read lock: a failure writes nothing

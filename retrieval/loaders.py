@@ -1,10 +1,17 @@
-"""Turn user paths (a folder of .txt/.md, single files, JSONL) into Documents."""
+"""Turn user paths (folders, .txt/.md/.html/.pdf/.csv files, JSONL) into Documents.
+
+`load_paths` reports a bad file (undecodable bytes, empty, malformed) per file and loads the rest;
+`load_documents` is the strict form that raises on the first bad file.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -13,6 +20,16 @@ from ragtune.core.errors import DataError
 from ragtune.core.types import Document
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown"}
+HTML_SUFFIXES = {".html", ".htm"}
+SUPPORTED = TEXT_SUFFIXES | HTML_SUFFIXES | {".pdf", ".jsonl", ".csv"}
+SUPPORTED_TEXT = ".txt, .md, .html, .pdf, .csv or .jsonl"
+
+
+@dataclass
+class LoadResult:
+    documents: list[Document] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # "path: reason", one per bad file
+    files: dict[str, list[str]] = field(default_factory=dict)  # file -> ids of the documents it gave
 
 
 def _title_of(text: str, fallback: str) -> str:
@@ -24,62 +41,174 @@ def _title_of(text: str, fallback: str) -> str:
     return fallback
 
 
-def load_text_file(path: Path, root: Path | None = None) -> Document:
+def _decode(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if not text.strip():
         raise DataError(f"{path}: file is empty")
-    doc_id = path.stem if root is None else path.relative_to(root).with_suffix("").as_posix()
-    title = _title_of(text, path.stem.replace("-", " ").replace("_", " ").title())
-    return Document(id=doc_id, text=text, title=title, metadata={"source": str(path)})
+    return text.lstrip("\ufeff")
+
+
+def _doc_id(path: Path, root: Path | None) -> str:
+    return path.stem if root is None else path.relative_to(root).with_suffix("").as_posix()
+
+
+def _pretty(path: Path) -> str:
+    return path.stem.replace("-", " ").replace("_", " ").title()
+
+
+def load_text_file(path: Path, root: Path | None = None) -> Document:
+    text = _decode(path)
+    return Document(
+        id=_doc_id(path, root), text=text, title=_title_of(text, _pretty(path)), metadata={"source": str(path)}
+    )
+
+
+def load_html(path: Path, root: Path | None = None) -> Document:
+    """Visible text only: scripts, styles and templates are dropped; the title is <title> or the first <h1>."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(_decode(path), "html.parser")
+    for tag in soup(["script", "style", "noscript", "template"]):
+        tag.decompose()
+    heading = soup.title.get_text(" ", strip=True) if soup.title else ""
+    if not heading and (h1 := soup.find("h1")):
+        heading = h1.get_text(" ", strip=True)
+    if soup.head:
+        soup.head.decompose()
+    lines = [ln.strip() for ln in soup.get_text("\n").splitlines()]
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    if not text:
+        raise DataError(f"{path}: no visible text in the HTML")
+    return Document(id=_doc_id(path, root), text=text, title=heading or _pretty(path), metadata={"source": str(path)})
+
+
+def load_pdf(path: Path, root: Path | None = None) -> Document:
+    from pypdf import PdfReader
+
+    try:
+        reader = PdfReader(path)
+        pages = [page.extract_text() or "" for page in reader.pages]
+        info_title = (reader.metadata.title if reader.metadata else None) or ""
+    except Exception as exc:  # pypdf raises many types for a broken file; all mean the same to the user
+        raise DataError(f"{path}: not a readable PDF ({type(exc).__name__}: {exc})") from None
+    text = "\n\n".join(p.strip() for p in pages if p.strip())
+    if not text:
+        raise DataError(f"{path}: the PDF has no extractable text (scanned images need OCR first)")
+    return Document(
+        id=_doc_id(path, root),
+        text=text,
+        title=str(info_title).strip() or _pretty(path),
+        metadata={"source": str(path), "pages": len(pages)},
+    )
+
+
+def load_csv(path: Path, root: Path | None = None) -> list[Document]:
+    """With a `text` column: one document per row (`id`, `title` columns used; others become metadata).
+    Without one: the whole table as one document, a `column: value` line per row."""
+    text = _decode(path)
+    try:
+        rows = list(csv.DictReader(io.StringIO(text)))
+    except csv.Error as exc:
+        raise DataError(f"{path}: malformed CSV ({exc})") from None
+    if not rows:
+        raise DataError(f"{path}: no rows under the header")
+    base = _doc_id(path, root)
+    if "text" not in rows[0]:
+        body = "\n".join("; ".join(f"{k}: {v}" for k, v in row.items() if k and v) for row in rows)
+        return [Document(id=base, text=body, title=_pretty(path), metadata={"source": str(path)})]
+    docs = []
+    for n, row in enumerate(rows, 2):  # line 1 is the header
+        body = (row.get("text") or "").strip()
+        if not body:
+            raise DataError(f"{path}:{n}: empty text")
+        extra = {k: v for k, v in row.items() if k and k not in {"id", "text", "title"} and v is not None}
+        ident = (row.get("id") or "").strip() or f"{base}-{n - 1}"
+        title = (row.get("title") or "").strip()
+        docs.append(Document(id=ident, text=body, title=title, metadata={"source": str(path), **extra}))
+    return docs
 
 
 def load_jsonl(path: Path) -> list[Document]:
     docs: list[Document] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected an object with id and text")
-            try:
-                doc = Document.model_validate({**row, "id": str(row.get("id", ""))})
-            except ValidationError as exc:
-                err = exc.errors()[0]
-                raise DataError(f"{path}:{lineno}: field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
-            if not doc.text.strip():
-                raise DataError(f"{path}:{lineno}: document '{doc.id}' has empty text")
-            docs.append(doc)
+    for lineno, line in enumerate(_decode(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{lineno}: expected an object with id and text")
+        try:
+            doc = Document.model_validate({**row, "id": str(row.get("id", ""))})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise DataError(f"{path}:{lineno}: field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+        if not doc.text.strip():
+            raise DataError(f"{path}:{lineno}: document '{doc.id}' has empty text")
+        docs.append(doc)
     return docs
 
 
-def load_documents(paths: Iterable[Path | str]) -> list[Document]:
-    """Load every supported file under `paths`; unknown suffixes in folders are skipped."""
-    docs: list[Document] = []
+def load_file(path: Path, root: Path | None = None) -> list[Document]:
+    """The documents one file holds; DataError says what is wrong with it."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return load_jsonl(path)
+    if suffix == ".csv":
+        return load_csv(path, root)
+    if suffix == ".pdf":
+        return [load_pdf(path, root)]
+    if suffix in HTML_SUFFIXES:
+        return [load_html(path, root)]
+    if suffix in TEXT_SUFFIXES:
+        return [load_text_file(path, root)]
+    raise DataError(f"{path}: unsupported file type '{path.suffix}' (use {SUPPORTED_TEXT})")
+
+
+def supported_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED)
+
+
+def load_paths(paths: Iterable[Path | str]) -> LoadResult:
+    """Load every supported file under `paths`, collecting one error per bad file instead of stopping.
+
+    A missing path, an unsupported single file or a duplicate id is still an error for the whole call.
+    """
+    result = LoadResult()
     for raw in paths:
         path = Path(raw)
         if not path.exists():
             raise DataError(f"path not found: {path}")
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES | {".jsonl"})
-            for f in files:
-                docs.extend(load_jsonl(f) if f.suffix.lower() == ".jsonl" else [load_text_file(f, path)])
-        elif path.suffix.lower() == ".jsonl":
-            docs.extend(load_jsonl(path))
-        elif path.suffix.lower() in TEXT_SUFFIXES:
-            docs.append(load_text_file(path))
+            todo = [(f, path) for f in supported_files(path)]
+        elif path.suffix.lower() in SUPPORTED:
+            todo = [(path, None)]
         else:
-            raise DataError(f"{path}: unsupported file type '{path.suffix}' (use .txt, .md or .jsonl)")
+            raise DataError(f"{path}: unsupported file type '{path.suffix}' (use {SUPPORTED_TEXT})")
+        for f, root in todo:
+            try:
+                docs = load_file(f, root)
+            except DataError as exc:
+                result.errors.append(str(exc))
+                continue
+            result.documents.extend(docs)
+            result.files[str(f)] = [d.id for d in docs]
     seen: dict[str, int] = {}
-    for d in docs:
+    for d in result.documents:
         seen[d.id] = seen.get(d.id, 0) + 1
     dupes = [k for k, v in seen.items() if v > 1]
     if dupes:
         raise DataError(f"duplicate document ids: {', '.join(sorted(dupes)[:5])}")
-    return docs
+    return result
+
+
+def load_documents(paths: Iterable[Path | str]) -> list[Document]:
+    """Strict loading: the first bad file raises its DataError."""
+    result = load_paths(paths)
+    if result.errors:
+        raise DataError(result.errors[0])
+    return result.documents
