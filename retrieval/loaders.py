@@ -183,6 +183,7 @@ def load_paths(paths: Iterable[Path | str]) -> LoadResult:
         path = Path(raw)
         if not path.exists():
             raise DataError(f"path not found: {path}")
+        todo: list[tuple[Path, Path | None]]
         if path.is_dir():
             todo = [(f, path) for f in supported_files(path)]
         elif path.suffix.lower() in SUPPORTED:
