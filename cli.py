@@ -9,6 +9,7 @@ import typer
 
 from ragtune.core.errors import RagtuneError
 from ragtune.eval.commands import app as eval_commands
+from ragtune.eval.verdict_command import app as verdict_commands
 from ragtune.retrieval.commands import app as retrieval_commands
 from ragtune.serving.commands import app as serving_commands
 from ragtune.tuning.commands import app as tuning_commands
@@ -19,7 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for commands in (retrieval_commands, tuning_commands, serving_commands, eval_commands):
+for commands in (retrieval_commands, tuning_commands, serving_commands, eval_commands, verdict_commands):
     app.add_typer(commands)
 
 

@@ -1,0 +1,54 @@
+"""`ragtune verdict`: the measured "fine-tune, retrieve, or both" report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ragtune.core.cli_options import ConfigFile, Workspace, console, load_cli_config
+from ragtune.core.errors import RagtuneError
+
+app = typer.Typer()
+
+
+@app.command()
+def verdict(
+    data: Annotated[Path | None, typer.Option("--data", help="Eval JSONL {id, question, answers, doc_ids?}.")] = None,
+    train: Annotated[Path | None, typer.Option("--train", help="Training JSONL {question, answer, ...}.")] = None,
+    docs: Annotated[list[Path] | None, typer.Option("--docs", help="Documents: folder(s), files or JSONL.")] = None,
+    update: Annotated[
+        Path | None, typer.Option("--update", help="New versions of some documents, to measure update cost.")
+    ] = None,
+    update_data: Annotated[
+        Path | None,
+        typer.Option("--update-data", help="Eval JSONL about the changed facts (answers = new, stale_answers = old)."),
+    ] = None,
+    sample: Annotated[
+        bool, typer.Option("--sample", help="Use the bundled sample domain for every input not given.")
+    ] = False,
+    out: Annotated[Path, typer.Option("--out", help="Folder for verdict.md/.html/.json.")] = Path("verdict-out"),
+    workspace: Workspace = None,
+    config: ConfigFile = None,
+) -> None:
+    """Train, index and evaluate base, few-shot, ft, rag and hybrid on your data; measure accuracy with
+    confidence, latency, update cost, set-up cost and a learning curve; write a recommendation that
+    cites every figure it rests on. Knobs: the `verdict` config section."""
+    from ragtune.core.sample import sample_path
+    from ragtune.eval.verdict import VerdictInputs, run_verdict
+
+    if sample:
+        data = data or sample_path("eval.jsonl")
+        train = train or sample_path("train.jsonl")
+        docs = docs or [sample_path("docs", "v1")]
+        update = update or sample_path("docs", "v2")
+        update_data = update_data or sample_path("eval_update.jsonl")
+    missing = [flag for flag, v in (("--data", data), ("--train", train), ("--docs", docs)) if not v]
+    if missing:
+        raise RagtuneError(f"missing {', '.join(missing)} (or pass --sample for the bundled sample domain)")
+    assert data is not None and train is not None and docs
+    cfg = load_cli_config(workspace, config)
+    run_verdict(
+        cfg, VerdictInputs(data=data, train=train, docs=docs, out=out, update=update, update_data=update_data), console
+    )
