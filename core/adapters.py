@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -14,14 +18,22 @@ CARD_NAME = "adapter_card.json"
 
 
 class AdapterCard(BaseModel):
+    """What an adapter (or a full/merged model) was made from and how well it did: every figure traceable."""
+
     name: str
     base_model: str
     data_hash: str
     n_train: int
     n_val: int
+    kind: Literal["lora", "full", "merged"] = "lora"
+    base_model_hash: str | None = None
+    n_test: int = 0
+    data_counts: dict[str, int] = Field(default_factory=dict, description="loaded, cleaning account, splits")
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, float | None] = Field(default_factory=dict)
+    history: list[dict[str, float | None]] = Field(default_factory=list, description="per-epoch metrics")
     snapshot: str | None = None
+    parent_adapter: str | None = None
     ragtune_version: str = ""
     wall_time_s: float = 0.0
     created_at: str = ""
@@ -74,3 +86,103 @@ def list_adapters(adapters_dir: Path) -> list[AdapterCard]:
         if (p / CARD_NAME).is_file():
             cards.append(read_card(p))
     return cards
+
+
+def model_fingerprint(folder: Path) -> str:
+    """Short sha256 over a model folder's config and weight files, cached beside them by size+mtime."""
+    files = sorted(p for p in folder.iterdir() if p.name == "config.json" or p.suffix in (".safetensors", ".bin"))
+    if not files:
+        raise DataError(f"{folder} holds no model weights to fingerprint")
+    stamp = ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    cache = folder / ".ragtune-fingerprint.json"
+    try:
+        cached = json.loads(cache.read_text())
+        if cached.get("stamp") == stamp:
+            return str(cached["hash"])
+    except (OSError, ValueError, KeyError):
+        pass
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.name.encode())
+        with p.open("rb") as fh:
+            h.update(hashlib.file_digest(fh, "sha256").digest())
+    digest = h.hexdigest()[:16]
+    with contextlib.suppress(OSError):  # a read-only model folder: just recompute next time
+        cache.write_text(json.dumps({"stamp": stamp, "hash": digest}))
+    return digest
+
+
+def check_base_model(card: AdapterCard, base_model: str, base_model_hash: str | None = None) -> None:
+    """An adapter only fits the base model it was trained on; say so before PEFT fails obscurely."""
+    if card.base_model != base_model:
+        raise DataError(f"adapter '{card.name}' was trained on base model '{card.base_model}', not '{base_model}'")
+    if base_model_hash and card.base_model_hash and card.base_model_hash != base_model_hash:
+        raise DataError(
+            f"adapter '{card.name}' was trained on a different copy of '{base_model}' "
+            f"(weights hash {card.base_model_hash}, now {base_model_hash})"
+        )
+
+
+class SnapshotIndex(Protocol):
+    """What the drift check needs from an index (retrieval's `Index` fits; core must not import it)."""
+
+    @property
+    def snapshot(self) -> str | None: ...
+
+    def snapshots(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def store(self) -> Any: ...  # with live_ids(seq) -> array of chunk ids
+
+
+def _live_chunks(index: Any, seq: int) -> set[int]:
+    return {int(i) for i in index.store.live_ids(seq)}
+
+
+@dataclass
+class SnapshotDrift:
+    trained_on: str
+    current: str | None
+    commits_since: int | None
+    changed_share: float | None  # Jaccard distance of the live chunk sets; None if the snapshot is gone
+    far: bool
+    message: str
+
+
+def snapshot_drift(card: AdapterCard, index: SnapshotIndex, threshold: float = 0.3) -> SnapshotDrift | None:
+    """How far the index moved since a RAFT adapter was trained on it; None when the card has no snapshot.
+
+    `far` is True when more than `threshold` of the chunks changed, or the snapshot is no longer kept.
+    Serving calls `warn_if_drifted` with this at adapter load.
+    """
+    if not card.snapshot:
+        return None
+    now = index.snapshot
+    seqs = {s["id"]: s["seq"] for s in index.snapshots()}
+    if card.snapshot == now:
+        return SnapshotDrift(card.snapshot, now, 0, 0.0, False, "index unchanged since training")
+    if card.snapshot not in seqs:
+        msg = (
+            f"adapter '{card.name}' was trained on index snapshot {card.snapshot}, which is no longer kept "
+            f"(now {now}); its retrieval habits may not fit the current index"
+        )
+        return SnapshotDrift(card.snapshot, now, None, None, True, msg)
+    now_seq = seqs.get(now or "", max(seqs.values()))
+    old, new = _live_chunks(index, seqs[card.snapshot]), _live_chunks(index, now_seq)
+    union = old | new
+    share = 1 - len(old & new) / len(union) if union else 0.0
+    commits = now_seq - seqs[card.snapshot]
+    far = share > threshold
+    msg = (
+        f"adapter '{card.name}' was trained on snapshot {card.snapshot}; {commits} commits and "
+        f"{share:.0%} of chunks changed since (now {now})"
+    )
+    return SnapshotDrift(card.snapshot, now, commits, share, far, msg)
+
+
+def warn_if_drifted(card: AdapterCard, index: SnapshotIndex, threshold: float = 0.3) -> SnapshotDrift | None:
+    """Issue a `UserWarning` when `snapshot_drift` says far; returns the drift either way."""
+    drift = snapshot_drift(card, index, threshold)
+    if drift is not None and drift.far:
+        warnings.warn(drift.message + "; consider re-training with --raft", UserWarning, stacklevel=2)
+    return drift

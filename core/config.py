@@ -98,6 +98,20 @@ class TuningConfig(_Section):
     )
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     seed: int = 0
+    lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
+    weight_decay: float = Field(0.0, ge=0)
+    early_stopping_patience: int = Field(2, ge=0, description="epochs without val-loss gain before stopping; 0 = off")
+    test_fraction: float = Field(0.0, ge=0, lt=0.9, description="share of groups held out as a test split")
+    overlong: Literal["drop", "truncate"] = Field("drop", description="examples over max_length: drop, or cut")
+    near_duplicates: bool = Field(True, description="also drop rows equal after normalising case/punctuation")
+    method: Literal["lora", "full"] = Field("lora", description="full fine-tuning suits small models only")
+    objective: Literal["sft", "causal-lm"] = Field("sft", description="causal-lm trains on indexed corpus text")
+    format_sample: int = Field(8, ge=0, description="validation answers generated per epoch for format adherence")
+    format_max_new_tokens: int = Field(48, ge=1)
+    raft_p: float = Field(0.8, ge=0, le=1, description="RAFT: probability the gold chunk stays in the context")
+    raft_k: int = Field(3, ge=1, le=20, description="RAFT: retrieved chunks per example")
+    raft_search_mode: Literal["dense", "lexical", "hybrid"] | None = Field(None, description="None: retrieval's")
+    drift_warn: float = Field(0.3, ge=0, le=1, description="warn when this share of chunks changed since training")
 
 
 class ApiKey(_Section):

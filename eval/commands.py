@@ -1,4 +1,4 @@
-"""`ragtune eval|demo`: the evaluation commands."""
+"""`ragtune eval [compare]` and `ragtune demo`: the evaluation commands."""
 
 from __future__ import annotations
 
@@ -7,42 +7,96 @@ from typing import Annotated
 
 import typer
 
-from ragtune.core.cli_options import ConfigFile, Workspace, check_mode, console, load_cli_config
-from ragtune.core.errors import RagtuneError
+from ragtune.core.cli_options import ConfigFile, Workspace, console, load_cli_config
+from ragtune.core.errors import ConfigError
 
 app = typer.Typer()
+eval_app = typer.Typer(invoke_without_command=True, no_args_is_help=False)
+app.add_typer(eval_app, name="eval", help="Run arms on one eval set and report (or `eval compare A.json B.json`).")
 
 
-@app.command("eval")
+@eval_app.callback()
 def eval_cmd(
-    data: Annotated[Path, typer.Option("--data", help="JSONL {id, question, answers, doc_ids?}.")],
+    ctx: typer.Context,
+    data: Annotated[Path | None, typer.Option("--data", help="Eval data: JSONL {id, question, answers}.")] = None,
+    suite_file: Annotated[Path | None, typer.Option("--suite", help="Suite YAML: data, arms, variants.")] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="jsonl | cmu_qa | scifact | hotpotqa (how to read --data).")
+    ] = None,
     arms: Annotated[
-        str | None, typer.Option("--arms", help="Comma-separated modes [default: eval.arms, all four].")
+        str | None, typer.Option("--arms", help="Comma-separated modes (default: the suite's, else eval.arms).")
     ] = None,
     adapter: Annotated[str | None, typer.Option("--adapter", help="Adapter for ft/hybrid arms.")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Folder for report.json and report.md.")] = Path("eval-out"),
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N questions.")] = None,
+    endpoint: Annotated[
+        str | None, typer.Option("--endpoint", help="Evaluate a running server (POST URL/v1/answer) instead.")
+    ] = None,
+    token: Annotated[str | None, typer.Option("--token", envvar="RAGTUNE_TOKEN", help="Token for --endpoint.")] = None,
+    snapshot: Annotated[str | None, typer.Option("--snapshot", help="Snapshot to pin (default: current).")] = None,
+    update: Annotated[
+        Path | None, typer.Option("--update", help="Freshness: documents applied between a before and an after run.")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for records and reports.")] = Path("eval-out"),
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="A seeded sample of N questions.")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Discard records of an earlier run in --out.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar per arm.")] = True,
     workspace: Workspace = None,
     config: ConfigFile = None,
 ) -> None:
-    """Run each arm on the same questions and snapshot; write report.json and report.md."""
-    from ragtune.eval.data import load_items
-    from ragtune.eval.report import manifest, write_report
-    from ragtune.eval.runner import run_arm, summarize
-    from ragtune.serving.pipeline import Pipeline
+    """Run each arm on the same questions, snapshot and seed; write report.json/.md/.html (resumable)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ragtune.eval.arms import EvalSuite, arm, load_suite
+    from ragtune.eval.backends import Backend, HttpBackend, InProcessBackend
+    from ragtune.eval.session import evaluate
 
     cfg = load_cli_config(workspace, config)
-    chosen = arms.split(",") if arms is not None else list(cfg.eval.arms)
-    arm_list = [check_mode(a.strip()) for a in chosen if a.strip()]
-    if not arm_list:
-        raise RagtuneError("--arms is empty")
-    items = load_items(data)[:limit]
-    pipeline = Pipeline.from_config(cfg)
-    records = [r for arm in arm_list for r in run_arm(pipeline, items, arm, cfg, adapter)]
-    summary = summarize(records)
-    snap = pipeline.index.snapshot if pipeline.index else None
-    _, md = write_report(out, summary, records, manifest(cfg, {"snapshot": snap, "data": str(data)}))
-    console.print(md.read_text().split("\n## Manifest")[0])
+    suite = load_suite(suite_file) if suite_file else EvalSuite(arms=[arm(a) for a in cfg.eval.arms])
+    updates: dict[str, object] = {}
+    if data is not None:
+        updates["data"] = data
+    if dataset is not None:
+        updates["dataset"] = dataset
+    if limit is not None:
+        updates["limit"] = limit
+    if snapshot is not None:
+        updates["snapshot"] = snapshot
+    if update is not None:
+        updates["update"] = update
+    if arms is not None:
+        chosen = [arm(a.strip()) for a in arms.split(",") if a.strip()]
+        if not chosen:
+            raise ConfigError("--arms is empty")
+        updates["arms"] = chosen
+    suite = EvalSuite.model_validate({**suite.model_dump(), **updates})
+    if adapter:
+        suite.arms = [arm(a, adapter) for a in suite.arms]
+    if suite.seed is not None:
+        cfg = load_cli_config(workspace, config, generation={**cfg.generation.model_dump(), "seed": suite.seed})
+    backend: Backend
+    if endpoint:
+        backend = HttpBackend(endpoint, token, concurrency=cfg.generation.batch_size)
+    else:
+        from ragtune.serving.pipeline import Pipeline
+
+        backend = InProcessBackend(Pipeline.from_config(cfg))
+    run = evaluate(cfg, suite, backend, out, fresh=fresh, progress=progress)
+    console.print(run.md_path.read_text().split("\n## Manifest")[0])
+    console.print(f"reports: {run.json_path.parent}/report.{{json,md,html}}")
+
+
+@eval_app.command("compare")
+def compare_cmd(
+    old: Annotated[Path, typer.Argument(help="The earlier report.json.")],
+    new: Annotated[Path, typer.Argument(help="The later report.json.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Also write the comparison as markdown here.")] = None,
+) -> None:
+    """What changed between two runs: manifests, and paired tests per arm and metric."""
+    from ragtune.eval.compare import compare_reports
+
+    _, md = compare_reports(old, new)
+    if out is not None:
+        out.write_text(md)
+    console.print(md)
 
 
 @app.command()

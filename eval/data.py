@@ -1,11 +1,14 @@
-"""Eval sets: JSONL `{id, question, answers, doc_ids?, stale_answers?}`."""
+"""Eval sets: JSONL `{id, question, answers, doc_ids?, stale_answers?, version?}`.
+
+`answers` may be empty only for retrieval-only items (they then need `doc_ids`).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from ragtune.core.errors import DataError
 
@@ -13,9 +16,16 @@ from ragtune.core.errors import DataError
 class EvalItem(BaseModel):
     id: str
     question: str = Field(min_length=1)
-    answers: list[str] = Field(min_length=1)
+    answers: list[str] = Field(default_factory=list)
     doc_ids: list[str] = Field(default_factory=list)
     stale_answers: list[str] = Field(default_factory=list, description="what was true before an update")
+    version: str | None = Field(None, description="document version the answers hold for (freshness)")
+
+    @model_validator(mode="after")
+    def _something_to_score(self) -> EvalItem:
+        if not self.answers and not self.doc_ids:
+            raise ValueError("answers: give at least one answer (or doc_ids for a retrieval-only item)")
+        return self
 
     @field_validator("id", mode="before")
     @classmethod

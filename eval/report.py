@@ -1,17 +1,22 @@
-"""report.json (records + summary + manifest) and report.md (tables a person reads)."""
+"""report.json (schema in eval/schema.py), report.md (tables a person reads) and report.html
+(standalone, plots inlined)."""
 
 from __future__ import annotations
 
+import html
 import json
-import platform
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ragtune import __version__
-from ragtune.core.config import Config
+from ragtune.eval import plots
+from ragtune.eval.analysis import compare_arms, intervals, order_metrics
+from ragtune.eval.manifest import manifest
 from ragtune.eval.runner import Record
+from ragtune.eval.schema import SCHEMA_VERSION
+from ragtune.eval.stats import PairTest
+
+__all__ = ["COLUMNS", "manifest", "table", "write_report"]
 
 COLUMNS = [
     ("accuracy", "accuracy", "pct"),
@@ -23,6 +28,18 @@ COLUMNS = [
     ("p95_ms", "p95 ms", "ms"),
     ("ttft_p50_ms", "TTFT p50 ms", "ms"),
 ]
+LATENCY = [
+    ("retrieve_p50_ms", "retrieve p50"),
+    ("retrieve_p95_ms", "p95"),
+    ("retrieve_p99_ms", "p99"),
+    ("ttft_p50_ms", "TTFT p50"),
+    ("ttft_p95_ms", "p95"),
+    ("ttft_p99_ms", "p99"),
+    ("p50_ms", "total p50"),
+    ("p95_ms", "p95"),
+    ("p99_ms", "p99"),
+]
+PLOTTED = ["f1", "exact_match", "contains", "extracted_match", "format", "hit@5", "mrr", "grounding", "citation"]
 
 
 def _cell(value: Any, kind: str) -> str:
@@ -41,22 +58,161 @@ def table(summary: dict[str, dict[str, Any]], columns: Sequence[tuple[str, str, 
     return "\n".join([head, sep, *rows])
 
 
-def manifest(config: Config, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    import torch
-    import transformers
+def _ci(iv: dict[str, Any] | None) -> str:
+    if not iv or iv["mean"] is None:
+        return "–"
+    return f"{iv['mean']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}]"
 
+
+def interval_table(ivs: dict[str, dict[str, Any]], names: Sequence[str]) -> str:
+    """One row per metric, one column per arm: mean [95% CI]."""
+    arms = list(ivs)
+    head = "| metric | " + " | ".join(arms) + " |"
+    sep = "|---|" + "---:|" * len(arms)
+    rows = [f"| {m} | " + " | ".join(_ci(ivs[a].get(m)) for a in arms) + " |" for m in names]
+    return "\n".join([head, sep, *rows])
+
+
+def latency_table(summary: dict[str, dict[str, Any]]) -> str:
+    head = "| arm | latency n | " + " | ".join(c[1] for c in LATENCY) + " | questions/s |"
+    sep = "|---|---:|" + "---:|" * (len(LATENCY) + 1)
+    rows = []
+    for arm, s in summary.items():
+        qps = s.get("throughput_qps")
+        cells = [_cell(s.get(k), "ms") for k, _ in LATENCY] + ["–" if qps is None else f"{qps:.2f}"]
+        rows.append(f"| {arm} | {s.get('latency_n', '–')} | " + " | ".join(cells) + " |")
+    return "\n".join([head, sep, *rows])
+
+
+def comparison_table(tests: Sequence[PairTest]) -> str:
+    head = "| metric | arms | n | difference [95% CI] | test | p | p (Holm) | verdict |"
+    sep = "|---|---|---:|---|---|---:|---:|---|"
+    rows = [
+        f"| {t.metric} | {t.a} − {t.b} | {t.n} | {t.diff:+.3f} [{t.low:+.3f}, {t.high:+.3f}] | {t.test} | "
+        f"{t.p:.3g} | {t.p_holm:.3g} | {t.verdict.split(' (')[0]} |"
+        for t in tests
+        if t.diff is not None and t.low is not None and t.high is not None
+    ]
+    return "\n".join([head, sep, *rows])
+
+
+def _dedupe(records: Sequence[Record]) -> list[Record]:
+    seen: dict[tuple[str, str], Record] = {}
+    for r in records:
+        seen.setdefault((r.arm, r.id), r)
+    return list(seen.values())
+
+
+def build_report(
+    summary: dict[str, dict[str, Any]],
+    records: Sequence[Record],
+    meta: dict[str, Any],
+    title: str = "ragtune eval",
+    arms: Sequence[dict[str, Any]] | None = None,
+    resamples: int = 2000,
+    alpha: float = 0.05,
+    freshness: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The report.json document: statistics on the first record of each (arm, question)."""
+    stat_records = _dedupe(records)
+    seed = int(meta.get("seed", 0) or 0)
+    arms = arms or [{"name": a, "mode": s.get("mode") or a} for a, s in summary.items()]
     return {
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "ragtune": __version__,
-        "config_hash": config.digest(),
-        "generator": config.models.generator,
-        "embedder": config.models.embedder,
-        "seed": config.generation.seed,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        **(extra or {}),
+        "schema_version": SCHEMA_VERSION,
+        "title": title,
+        "manifest": meta,
+        "arms": list(arms),
+        "summary": summary,
+        "intervals": intervals(stat_records, resamples, seed),
+        "comparisons": [t.model_dump() for t in compare_arms(stat_records, resamples, seed, alpha)],
+        "freshness": freshness,
+        "records": [r.model_dump() for r in records],
     }
+
+
+def render_markdown(doc: dict[str, Any], sections: dict[str, str] | None = None) -> str:
+    summary, ivs = doc["summary"], doc["intervals"]
+    tests = [PairTest.model_validate(t) for t in doc["comparisons"]]
+    names = order_metrics([m for a in ivs.values() for m in a])
+    lines = [f"# {doc.get('title', 'ragtune eval')}", "", table(summary), ""]
+    lines += [
+        "accuracy = gold answer contained in the reply (SQuAD-normalised); EM/F1 on the extracted answer; "
+        "format = format regex or JSON schema; hit@k over the documents the prompt used; "
+        "latency from single (unbatched) requests.",
+        "",
+        "## Metrics with 95% bootstrap intervals",
+        "",
+        interval_table(ivs, names),
+        "",
+        "## Latency (ms) and throughput",
+        "",
+        latency_table(summary),
+        "",
+        "## Paired comparisons",
+        "",
+        "Each pair on the questions both arms answered: paired bootstrap interval of the difference; "
+        "exact McNemar for 0/1 metrics, paired bootstrap p otherwise; Holm correction across the pairs of "
+        f"each metric (alpha {doc['manifest'].get('alpha', 0.05)}). A winner is named only where significant.",
+        "",
+        comparison_table(tests) if tests else "(one arm: nothing to compare)",
+        "",
+    ]
+    for heading, body in (sections or {}).items():
+        lines += [f"## {heading}", "", body, ""]
+    lines += ["## Manifest", "", *[f"- {k}: {_flat(v)}" for k, v in doc["manifest"].items()], ""]
+    return "\n".join(lines)
+
+
+def _flat(v: Any) -> str:
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={x}" for k, x in v.items()) or "–"
+    return str(v)
+
+
+def _md_to_html_table(md: str) -> str:
+    rows = [r.strip().strip("|").split("|") for r in md.strip().splitlines()]
+    if len(rows) < 2 or not set(md.splitlines()[1]) <= set("|-: "):
+        return f"<p>{html.escape(md)}</p>"
+    head = "".join(f"<th>{html.escape(c.strip())}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>" for r in rows[2:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(doc: dict[str, Any], markdown: str, records: Sequence[Record]) -> str:
+    """One self-contained page: the markdown's tables as HTML plus two inlined PNG plots."""
+    bars = plots.metric_bars(doc["intervals"], PLOTTED)
+    cdf = plots.latency_cdf(records)
+    parts: list[str] = []
+    for block in markdown.split("\n\n"):
+        b = block.strip()
+        if not b:
+            continue
+        if b.startswith("# "):
+            parts.append(f"<h1>{html.escape(b[2:])}</h1>")
+        elif b.startswith("## "):
+            parts.append(f"<h2>{html.escape(b[3:])}</h2>")
+            if b[3:].startswith("Metrics"):
+                parts.append(f'<img alt="metric bars with 95% CI" src="data:image/png;base64,{bars}">')
+            if b[3:].startswith("Latency"):
+                parts.append(f'<img alt="latency CDF per arm" src="data:image/png;base64,{cdf}">')
+        elif b.startswith("|"):
+            parts.append(_md_to_html_table(b))
+        elif b.startswith("- "):
+            items = "".join(f"<li>{html.escape(x[2:])}</li>" for x in b.splitlines())
+            parts.append(f"<ul>{items}</ul>")
+        else:
+            parts.append(f"<p>{html.escape(b)}</p>")
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0;font-size:14px}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}"
+        "img{max-width:100%}"
+    )
+    title = html.escape(doc.get("title", "ragtune eval"))
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    )
 
 
 def write_report(
@@ -66,20 +222,19 @@ def write_report(
     meta: dict[str, Any],
     title: str = "ragtune eval",
     sections: dict[str, str] | None = None,
+    arms: Sequence[dict[str, Any]] | None = None,
+    resamples: int = 2000,
+    alpha: float = 0.05,
+    freshness: dict[str, Any] | None = None,
 ) -> tuple[Path, Path]:
+    """Write report.json, report.md and report.html; returns the json and markdown paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = {"manifest": meta, "summary": summary, "records": [r.model_dump() for r in records]}
+    doc = build_report(summary, records, meta, title, arms, resamples, alpha, freshness)
     json_path = out_dir / "report.json"
-    json_path.write_text(json.dumps(data, indent=2))
-    lines = [f"# {title}", "", table(summary), ""]
-    lines += [
-        "accuracy = gold answer contained in the reply (SQuAD-normalised); EM/F1 on the extracted answer; "
-        "format = house-style regex; latency from single (unbatched) requests.",
-        "",
-    ]
-    for heading, body in (sections or {}).items():
-        lines += [f"## {heading}", "", body, ""]
-    lines += ["## Manifest", "", *[f"- {k}: {v}" for k, v in meta.items()], ""]
+    json_path.write_text(json.dumps(doc, indent=2))
+    md = render_markdown(doc, sections)
     md_path = out_dir / "report.md"
-    md_path.write_text("\n".join(lines))
+    md_path.write_text(md)
+    (out_dir / "report.html").write_text(render_html(doc, md, records))
+    (out_dir / "manifest.json").write_text(json.dumps(meta, indent=2))
     return json_path, md_path

@@ -306,8 +306,7 @@ class Index:
 
         # chunk and embed outside any transaction and without the read lock: a failure writes nothing
         rows: list[tuple[Document, int, str, str, str]] = []  # doc, position, text, section, text hash
-        for doc, _ in todo:
-            pieces = self.chunker.pieces(doc)
+        for (doc, _), pieces in zip(todo, self.chunker.pieces_many([d for d, _ in todo]), strict=True):
             if not pieces:
                 raise DataError(f"document '{doc.id}' has no text to index")
             for pos, p in enumerate(pieces):

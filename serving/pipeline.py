@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from filelock import FileLock
-
 from ragtune.core.adapters import adapter_path, list_adapters
 from ragtune.core.config import MODES, Config
 from ragtune.core.errors import ConfigError, DataError, NotFoundError
@@ -44,11 +42,6 @@ class Prepared:
     retrieve_ms: float
 
 
-def _matches(hit: Hit, filters: dict[str, Any]) -> bool:
-    meta = {**hit.chunk.metadata, "doc_id": hit.chunk.doc_id, "title": hit.chunk.title}
-    return all(meta.get(k) == v for k, v in filters.items())
-
-
 def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ConfigError(f"unknown mode '{mode}'; choose one of: {', '.join(MODES)}")
@@ -61,8 +54,7 @@ class Pipeline:
         self.generator = generator
         self.index = index
         self.builder = PromptBuilder(generator.tokenizer, config.prompt.system_prompt)
-        self.index_lock = threading.RLock()  # searches and in-process writes take turns
-        self.loaded_snapshot = index.snapshot if index is not None else None
+        self.index_lock = threading.RLock()  # held by callers that need several index reads to agree
 
     @classmethod
     def from_config(cls, config: Config, with_index: bool = True) -> Pipeline:
@@ -93,75 +85,48 @@ class Pipeline:
 
     # retrieval ----------------------------------------------------------------------------------
     def _need_index(self) -> Index:
-        if self.index is None or self.index.faiss is None or self.index.faiss.ntotal == 0:
+        if self.index is None or not self.index.stats()["chunks"]:
             raise DataError("this mode retrieves, but the index is empty; run `ragtune ingest PATH` first")
         return self.index
 
-    def refresh_index(self) -> None:
-        """Reopen the index when another process committed a newer snapshot (several API workers)."""
-        if self.index is None:
-            if (self.config.index_dir / "store.sqlite").exists():
-                self.index = Index(self.config.index_dir, self.config.retrieval, self.config.models.embedder)
-                self.loaded_snapshot = self.index.snapshot
-            return
-        current = self.index.snapshot
-        if current != self.loaded_snapshot:
-            old = self.index
-            self.index = Index(self.config.index_dir, self.config.retrieval, self.config.models.embedder)
-            self.loaded_snapshot = self.index.snapshot
-            if old is not self.index:
-                old.close()
-
     def write_index(self, change: Callable[[Index], T]) -> T:
-        """Run one index write: one writer at a time across threads and worker processes."""
-        self.config.index_dir.mkdir(parents=True, exist_ok=True)
-        with self.index_lock, FileLock(str(self.config.index_dir / "write.lock")):
-            self.refresh_index()  # another worker may have committed: start from its snapshot
-            if self.index is None:
-                self.index = Index(self.config.index_dir, self.config.retrieval, self.config.models.embedder)
-            try:
-                return change(self.index)
-            finally:
-                self.loaded_snapshot = self.index.snapshot
+        """Run one index write; the index itself keeps writers one at a time across processes."""
+        if self.index is None:
+            self.index = Index(self.config.index_dir, self.config.retrieval, self.config.models.embedder)
+        return change(self.index)
 
     def check_snapshot(self, snapshot: str | None) -> None:
-        """404 for a snapshot the index never had; a clear error for one that is no longer searchable."""
+        """404 for a snapshot the index never had (or no longer keeps)."""
         if snapshot is None:
             return
-        if self.index is None:
-            raise NotFoundError(f"unknown snapshot '{snapshot}': the index is empty")
-        known = [s["id"] for s in self.index.store.snapshots()]
+        known = [s["id"] for s in self.index.snapshots()] if self.index is not None else []
         if snapshot not in known:
-            raise NotFoundError(f"unknown snapshot '{snapshot}'; current is '{self.loaded_snapshot}'")
-        if snapshot != self.loaded_snapshot and "snapshot" not in self._search_params():
-            raise DataError(f"snapshot '{snapshot}' is no longer searchable; current is '{self.loaded_snapshot}'")
-
-    def _search_params(self) -> set[str]:
-        return set(inspect.signature(self.index.search).parameters) if self.index is not None else set()
+            raise NotFoundError(f"unknown snapshot '{snapshot}'; kept: {', '.join(known) or 'none'}")
 
     def _search(
-        self, questions: Sequence[str], k: int, filters: dict[str, Any] | None, snapshot: str | None
+        self,
+        questions: Sequence[str],
+        k: int,
+        filters: dict[str, Any] | None,
+        snapshot: str | None,
+        search_mode: str | None,
     ) -> tuple[list[list[Hit]], str | None]:
-        """Search under the index lock, so a concurrent write is never seen half-done."""
+        """Hits and the snapshot they came from: pinned, so a concurrent commit cannot blur the two."""
         with self.index_lock:
-            self.refresh_index()
-            self.check_snapshot(snapshot)
             index = self._need_index()
-            params = self._search_params()
-            extra: dict[str, Any] = {}
-            if filters and "filters" in params:
+            pinned = snapshot or index.snapshot
+            params = set(inspect.signature(index.search_many).parameters)
+            if "snapshot" not in params:  # an index without snapshot pinning: current only
+                if snapshot is not None and snapshot != index.snapshot:
+                    self.check_snapshot(snapshot)
+                    raise DataError(f"snapshot '{snapshot}' is not searchable; current is '{index.snapshot}'")
+                return index.search_many(list(questions), k), pinned
+            extra: dict[str, Any] = {"snapshot": pinned}
+            if filters:
                 extra["filters"] = filters
-            if snapshot is not None and "snapshot" in params:
-                extra["snapshot"] = snapshot
-            if extra:
-                hits = [index.search(q, k, **extra) for q in questions]
-            elif filters:  # the index cannot filter yet: over-fetch and keep matching metadata
-                hits = [
-                    [h for h in row if _matches(h, filters)][:k] for row in index.search_many(list(questions), k * 5)
-                ]
-            else:
-                hits = index.search_many(list(questions), k)
-            return hits, snapshot or self.loaded_snapshot
+            if search_mode is not None:
+                extra["mode"] = search_mode
+            return index.search_many(list(questions), k, **extra), pinned
 
     def _contexts(self, hits: list[Hit]) -> list[ContextBlock]:
         budget = self.config.prompt.max_context_tokens
@@ -196,6 +161,7 @@ class Pipeline:
         top_k: int | None = None,
         filters: dict[str, Any] | None = None,
         snapshot: str | None = None,
+        search_mode: str | None = None,
     ) -> list[Prepared]:
         """Everything before generation: checks, adapter, retrieval and the prompt."""
         check_mode(mode)
@@ -206,7 +172,8 @@ class Pipeline:
         used_snapshot = None
         if mode in RETRIEVING:
             t0 = time.perf_counter()
-            hits, used_snapshot = self._search(questions, top_k or self.config.retrieval.top_k, filters, snapshot)
+            k = top_k or self.config.retrieval.top_k
+            hits, used_snapshot = self._search(questions, k, filters, snapshot, search_mode)
             retrieve_ms = (time.perf_counter() - t0) * 1000 / max(1, len(questions))
         elif snapshot is not None:
             self.check_snapshot(snapshot)
@@ -254,10 +221,13 @@ class Pipeline:
         adapter: str | None = None,
         top_k: int | None = None,
         max_new_tokens: int | None = None,
+        filters: dict[str, Any] | None = None,
+        snapshot: str | None = None,
+        search_mode: str | None = None,
     ) -> list[Answer]:
         """Answer several questions with one batched generate per `generation.batch_size`."""
         t0 = time.perf_counter()
-        preps = self.prepare_many(questions, mode, adapter, top_k)
+        preps = self.prepare_many(questions, mode, adapter, top_k, filters, snapshot, search_mode)
         gens = self.generator.generate(
             [p.prompt for p in preps], adapter=preps[0].adapter if preps else None, max_new_tokens=max_new_tokens
         )

@@ -19,8 +19,8 @@ class AnswerRequest(_Body):
     mode: Mode | None = Field(None, description="base | ft | rag | hybrid; default from serving.default_mode")
     adapter: str | None = Field(None, min_length=1, max_length=200)
     top_k: int | None = Field(None, ge=1, le=50)
-    filters: dict[str, str | int | float | bool] | None = Field(
-        None, description="metadata that retrieved chunks must match exactly"
+    filters: dict[str, Any] | None = Field(
+        None, description='metadata filter: {key: value | [values] | {"$op": value}}; doc_id and title too'
     )
     snapshot: str | None = Field(None, min_length=1, max_length=100, description="index snapshot to search")
     max_new_tokens: int | None = Field(None, ge=1, le=2048, description="capped by serving.max_new_tokens_cap")
@@ -66,10 +66,9 @@ class WriteResult(BaseModel):
 class DocumentOut(BaseModel):
     id: str
     title: str
+    text: str
     metadata: dict[str, Any]
-    content_hash: str
     chunks: int
-    updated_at: float
     snapshot: str | None
 
 

@@ -1,61 +1,167 @@
-"""Training examples: load, validate, split by group so no document straddles train and validation."""
+"""Training examples: read JSONL, CSV or a saved `datasets` dataset in any of three row shapes.
+
+Shapes: `{question, answer, context?}`, `{instruction, input?, output}` and chat `{messages: [...]}`.
+Every row becomes one `Example`; a row that cannot is reported with its line (or row) number, so
+the user can fix the file instead of reading a traceback.
+"""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
-import random
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from ragtune.core.errors import DataError
 from ragtune.core.types import ContextBlock
 
+__all__ = ["Example", "data_hash", "load_examples", "row_to_example"]
+
 
 class Example(BaseModel):
-    question: str = Field(min_length=1)
-    answer: str = Field(min_length=1)
+    question: str
+    answer: str
     context: list[ContextBlock] = Field(default_factory=list)
     group: str | None = None
+    doc_id: str | None = None
+    title: str | None = None
 
     @model_validator(mode="before")
     @classmethod
-    def _shape(cls, row: dict) -> dict:
+    def _shape(cls, row: Any) -> Any:
         """Accept `context` as a string (with optional `title`) or a list of {title, text}."""
         if not isinstance(row, dict):
             raise ValueError("expected a JSON object")
         row = dict(row)
         ctx = row.get("context")
         if isinstance(ctx, str):
-            row["context"] = [{"title": row.get("title", ""), "text": ctx}] if ctx.strip() else []
+            row["context"] = [{"title": row.get("title") or "", "text": ctx}] if ctx.strip() else []
         elif ctx is None:
             row["context"] = []
-        row["group"] = row.get("group") or row.get("doc_id")
-        for key in ("question", "answer"):
-            if isinstance(row.get(key), str) and not row[key].strip():
-                raise ValueError(f"'{key}' is empty")
-        return {k: row[k] for k in ("question", "answer", "context", "group") if k in row}
+        if row.get("doc_id") is not None:
+            row["doc_id"] = str(row["doc_id"])
+        group = row.get("group") or row.get("doc_id")
+        row["group"] = None if group is None else str(group)
+        keep = ("question", "answer", "context", "group", "doc_id", "title")
+        return {k: row[k] for k in keep if k in row}
 
 
-def load_examples(path: Path) -> list[Example]:
-    if not path.is_file():
-        raise DataError(f"training data not found: {path}")
-    examples: list[Example] = []
+def _from_messages(row: dict[str, Any]) -> dict[str, Any]:
+    """The last user turn is the question and the assistant turn after it the answer."""
+    msgs = row["messages"]
+    if not isinstance(msgs, list) or not all(isinstance(m, dict) for m in msgs):
+        raise ValueError("'messages' must be a list of {role, content} objects")
+    last_user = max((i for i, m in enumerate(msgs) if m.get("role") == "user"), default=None)
+    if last_user is None:
+        raise ValueError("'messages' has no user turn")
+    replies = [m for m in msgs[last_user + 1 :] if m.get("role") == "assistant"]
+    if not replies:
+        raise ValueError("answer missing: no assistant turn after the last user turn")
+    out = {k: v for k, v in row.items() if k != "messages"}
+    out["question"] = msgs[last_user].get("content", "")
+    out["answer"] = replies[0].get("content", "")
+    return out
+
+
+def _from_instruction(row: dict[str, Any]) -> dict[str, Any]:
+    if "output" not in row:
+        raise ValueError("answer missing: 'output' field required with 'instruction'")
+    extra = str(row.get("input") or "").strip()
+    out = {k: v for k, v in row.items() if k not in ("instruction", "input", "output")}
+    out["question"] = f"{row['instruction']}\n\n{extra}" if extra else row["instruction"]
+    out["answer"] = row["output"]
+    return out
+
+
+def row_to_example(row: Any) -> Example:
+    """One raw row in any supported shape -> Example (ValueError/ValidationError if it cannot be)."""
+    if not isinstance(row, dict):
+        raise ValueError("expected an object with question/answer, instruction/output or messages")
+    if "messages" in row:
+        row = _from_messages(row)
+    elif "instruction" in row:
+        row = _from_instruction(row)
+    elif "question" in row and "answer" not in row:
+        raise ValueError("answer missing: row has a question but no 'answer'")
+    elif "question" not in row:
+        raise ValueError("unknown row shape: expected question/answer, instruction/output or messages")
+    for key in ("question", "answer"):
+        if row.get(key) is None:
+            raise ValueError(f"{key} missing")
+        if not isinstance(row[key], str):
+            row[key] = str(row[key])
+    return Example.model_validate(row)
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                yield f"{path}:{lineno}", json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None
-            try:
-                examples.append(Example.model_validate(row))
-            except ValidationError as exc:
-                err = exc.errors()[0]
-                where = ".".join(map(str, err["loc"]))
-                raise DataError(f"{path}:{lineno}: {where + ': ' if where else ''}{err['msg']}") from None
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        for row in reader:
+            if None in row:
+                raise DataError(f"{path}:{reader.line_num}: more fields than the header has")
+            clean = {k: v for k, v in row.items() if k and v not in (None, "")}
+            if "messages" in clean:
+                try:
+                    clean["messages"] = json.loads(clean["messages"])
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{reader.line_num}: 'messages' is not JSON ({exc.msg})") from None
+            yield f"{path}:{reader.line_num}", clean
+
+
+def _disk_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    try:
+        ds = load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as exc:
+        raise DataError(f"{path} is not a saved `datasets` dataset: {exc}") from None
+    if isinstance(ds, DatasetDict):
+        if "train" not in ds:
+            raise DataError(f"{path} holds splits {list(ds)}; expected one named 'train'")
+        ds = ds["train"]
+    assert isinstance(ds, Dataset)
+    for i, row in enumerate(ds):
+        yield f"{path}[row {i}]", row
+
+
+def _rows(path: Path) -> Iterator[tuple[str, Any]]:
+    if path.is_dir():
+        return _disk_rows(path)
+    if path.suffix.lower() == ".csv":
+        return _csv_rows(path)
+    return _jsonl_rows(path)
+
+
+def load_examples(path: Path) -> list[Example]:
+    """All rows of a JSONL/CSV file or a `datasets.save_to_disk` folder; the first bad row is an error."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"training data not found: {path}")
+    examples: list[Example] = []
+    for where, row in _rows(path):
+        try:
+            examples.append(row_to_example(row))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(map(str, err["loc"]))
+            raise DataError(f"{where}: {loc + ': ' if loc else ''}{err['msg']}") from None
+        except (ValueError, TypeError, KeyError) as exc:
+            raise DataError(f"{where}: {exc}") from None
     if not examples:
         raise DataError(f"training data {path} holds no examples")
     return examples
@@ -64,20 +170,3 @@ def load_examples(path: Path) -> list[Example]:
 def data_hash(examples: list[Example]) -> str:
     blob = "\n".join(e.model_dump_json() for e in examples)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def split_by_group(examples: list[Example], val_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
-    """Seeded split over groups (documents); examples without a group are their own group."""
-    if val_fraction <= 0 or len(examples) < 4:
-        return examples, []
-    groups = sorted({e.group or f"__row{i}" for i, e in enumerate(examples)})
-    random.Random(seed).shuffle(groups)
-    n_val = max(1, round(len(groups) * val_fraction))
-    if n_val >= len(groups):
-        return examples, []
-    val_groups = set(groups[:n_val])
-    train: list[Example] = []
-    val: list[Example] = []
-    for i, e in enumerate(examples):
-        (val if (e.group or f"__row{i}") in val_groups else train).append(e)
-    return train, val

@@ -12,7 +12,7 @@ from ragtune.serving.schemas import ERRORS, AdapterInfo
 from ragtune.serving.security import admin_access, read_access
 
 router = APIRouter(tags=["adapters"])
-Name = Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
+Name = Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 
 
 def _list(pipeline: Pipeline) -> list[AdapterInfo]:

@@ -1,17 +1,15 @@
 """Documents while serving: upsert, read, delete, batch; `GET /v1/index` names the snapshot.
 
-Writes run in the threadpool, one writer at a time (`Pipeline.write_index`: a lock in-process, a
-file lock across workers); searches wait for a write to finish, so none sees half a commit.
+Writes run in the threadpool; the index keeps one writer at a time across threads and worker
+processes, and a search reads one committed snapshot, so none sees half a commit.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Path, Request
 from starlette.concurrency import run_in_threadpool
 
-from ragtune.core.errors import DataError, NotFoundError
+from ragtune.core.errors import NotFoundError
 from ragtune.core.types import Document
 from ragtune.retrieval.index import Index, IngestReport
 from ragtune.serving.pipeline import Pipeline
@@ -53,19 +51,27 @@ async def put_document(body: DocumentIn, request: Request, doc_id: str = DocId, 
     return _result(report)
 
 
-def _read(pipeline: Pipeline, doc_id: str) -> dict[str, Any]:
+def _read(pipeline: Pipeline, doc_id: str) -> DocumentOut:
+    if pipeline.index is None:
+        raise NotFoundError(f"unknown document '{doc_id}': the index is empty")
     with pipeline.index_lock:
-        pipeline.refresh_index()
-        found = pipeline.index.document(doc_id) if pipeline.index is not None else None
-        if found is None:
-            raise NotFoundError(f"unknown document '{doc_id}'")
-        return {**found, "snapshot": pipeline.loaded_snapshot}
+        snapshot = pipeline.index.snapshot
+        doc = pipeline.index.get_document(doc_id)
+        info = pipeline.index.document(doc_id) or {}
+    return DocumentOut(
+        id=doc.id,
+        title=doc.title,
+        text=doc.text,
+        metadata=doc.metadata,
+        chunks=info.get("chunks", 0),
+        snapshot=snapshot,
+    )
 
 
 @router.get("/v1/documents/{doc_id}", response_model=DocumentOut, responses=ERRORS)
 async def get_document(request: Request, doc_id: str = DocId, _: str = read_access) -> DocumentOut:
     """Title, metadata, content hash and chunk count of one stored document."""
-    return DocumentOut(**await run_in_threadpool(_read, _pipeline(request), doc_id))
+    return await run_in_threadpool(_read, _pipeline(request), doc_id)
 
 
 def _delete(ix: Index, doc_id: str) -> IngestReport:
@@ -81,43 +87,32 @@ async def delete_document(request: Request, doc_id: str = DocId, _: str = admin_
     return _result(report)
 
 
-def _batch(ix: Index, body: BatchRequest) -> list[IngestReport]:
-    docs = [Document(id=d.id, text=d.text, title=d.title, metadata=d.metadata) for d in body.upsert]
-    ids = [d.id for d in docs]
-    if len(set(ids)) != len(ids):
-        raise DataError("upsert: duplicate document ids")
+def _batch(ix: Index, body: BatchRequest) -> IngestReport:
     missing = [d for d in body.delete if ix.document(d) is None]
     if missing:
         raise NotFoundError(f"unknown document ids: {', '.join(missing[:5])}")
-    reports = []
-    if docs:
-        reports.append(ix.upsert(docs, progress=False))
-    if body.delete:
-        reports.append(ix.delete(body.delete))
-    return reports
+    docs = [Document(id=d.id, text=d.text, title=d.title, metadata=d.metadata) for d in body.upsert]
+    return ix.apply(docs, body.delete, progress=False)
 
 
 @router.post("/v1/documents:batch", response_model=WriteResult, responses=ERRORS)
 async def batch(body: BatchRequest, request: Request, _: str = admin_access) -> WriteResult:
-    """Upsert and delete several documents; all ids are checked before anything is written."""
-    reports = await run_in_threadpool(_pipeline(request).write_index, lambda ix: _batch(ix, body))
-    return _result(*reports) if reports else WriteResult(snapshot=_pipeline(request).loaded_snapshot)
+    """Upsert and delete several documents in one atomic commit (one new snapshot)."""
+    report = await run_in_threadpool(_pipeline(request).write_index, lambda ix: _batch(ix, body))
+    return _result(report)
 
 
 def _info(pipeline: Pipeline) -> IndexInfo:
-    with pipeline.index_lock:
-        pipeline.refresh_index()
-        if pipeline.index is None:
-            return IndexInfo(snapshot=None, documents=0, chunks=0)
-        stats = pipeline.index.stats()
-        snaps = [SnapshotInfo(**s) for s in pipeline.index.store.snapshots()]
-        return IndexInfo(
-            snapshot=pipeline.loaded_snapshot,
-            documents=stats["documents"],
-            chunks=stats["chunks"],
-            embedder=stats.get("embedder"),
-            snapshots=snaps,
-        )
+    if pipeline.index is None:
+        return IndexInfo(snapshot=None, documents=0, chunks=0)
+    stats = pipeline.index.stats()
+    return IndexInfo(
+        snapshot=stats["snapshot"],
+        documents=stats["documents"],
+        chunks=stats["chunks"],
+        embedder=stats.get("embedder"),
+        snapshots=[SnapshotInfo(**s) for s in pipeline.index.snapshots()],
+    )
 
 
 @router.get("/v1/index", response_model=IndexInfo, responses=ERRORS)

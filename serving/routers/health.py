@@ -27,12 +27,12 @@ def readyz(request: Request) -> JSONResponse:
     checks = {
         "model": pipeline.generator.model is not None,
         "scheduler": request.app.state.scheduler.alive,
-        "index": pipeline.index is not None and pipeline.index.faiss is not None,
+        "index": pipeline.index is not None,
     }
     if not all(checks.values()):
         missing = ", ".join(k for k, ok in checks.items() if not ok)
         return error_response(503, "not_ready", f"not ready: {missing}")
-    return JSONResponse({"status": "ready", "checks": checks, "snapshot": pipeline.loaded_snapshot})
+    return JSONResponse({"status": "ready", "checks": checks, "snapshot": pipeline.index.snapshot})
 
 
 @router.get("/metrics", response_class=Response)

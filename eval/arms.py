@@ -1,0 +1,131 @@
+"""What an eval run compares: arms (a mode plus its knobs) and the suite file that declares them.
+
+A suite YAML names the data, the arms and what they share (seed, pinned snapshot, scoring rules):
+
+    data: qa.jsonl
+    seed: 0
+    arms:
+      base: {}
+      ft: {adapter: house-style}
+      rag-k5: {mode: rag, top_k: 5, search_mode: hybrid}
+      hybrid-terse: {mode: hybrid, system_prompt: "Answer in five words.", max_new_tokens: 16}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ragtune.core.config import MODES, Mode, SearchMode
+from ragtune.core.errors import ConfigError
+
+DatasetKind = Literal["jsonl", "cmu_qa", "scifact", "hotpotqa"]
+
+
+class ArmSpec(BaseModel):
+    """One arm: a pipeline mode and the knobs that make it a variant; None means the config default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:+-]+$")
+    mode: Mode
+    adapter: str | None = None
+    top_k: int | None = Field(None, ge=1, le=50)
+    search_mode: SearchMode | None = None
+    system_prompt: str | None = None
+    max_new_tokens: int | None = Field(None, ge=1, le=2048)
+    retrieval_only: bool = Field(False, description="search only, no generation (retrieval metrics)")
+
+    @property
+    def retrieves(self) -> bool:
+        return self.mode in ("rag", "hybrid")
+
+    @model_validator(mode="after")
+    def _only_retrieving(self) -> ArmSpec:
+        if self.retrieval_only and not self.retrieves:
+            raise ValueError(f"arm '{self.name}': retrieval_only needs mode rag or hybrid")
+        return self
+
+    @property
+    def tuned(self) -> bool:
+        return self.mode in ("ft", "hybrid")
+
+
+def arm(spec: str | ArmSpec, adapter: str | None = None) -> ArmSpec:
+    """A plain mode name becomes the arm of that name; `adapter` fills tuned arms that name none."""
+    a = spec if isinstance(spec, ArmSpec) else ArmSpec(name=spec, mode=_mode(spec))
+    if adapter and a.tuned and a.adapter is None:
+        a = a.model_copy(update={"adapter": adapter})
+    return a
+
+
+def _mode(name: str) -> Mode:
+    if name not in MODES:
+        raise ConfigError(f"unknown mode '{name}'; choose one of: {', '.join(MODES)} (or give the arm a mode:)")
+    return name  # type: ignore[return-value]
+
+
+class EvalSuite(BaseModel):
+    """An eval run's declaration; fields left None fall back to the `eval` section of the config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: Path | None = None
+    dataset: DatasetKind = "jsonl"
+    split: str | None = Field(None, description="cmu_qa: train | test; scifact: train | test")
+    limit: int | None = Field(None, ge=1)
+    arms: list[ArmSpec] = Field(min_length=1)
+    seed: int | None = None
+    snapshot: str | None = Field(None, description="index snapshot every arm searches; default: current")
+    answer_regex: str | None = None
+    format_regex: str | None = None
+    format_schema: dict[str, Any] | None = None
+    update: Path | None = Field(None, description="freshness: documents (folder or JSONL) applied between runs")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _arms_shape(cls, raw: Any) -> Any:
+        """Arms as a list of names/mappings or as a mapping name -> knobs (mode defaults to the name)."""
+        if not isinstance(raw, dict):
+            raise ValueError("a suite file holds a mapping")
+        arms = raw.get("arms")
+        if isinstance(arms, dict):
+            arms = [{"name": k, **(v or {})} for k, v in arms.items()]
+        if isinstance(arms, list):
+            out = []
+            for a in arms:
+                a = {"name": a} if isinstance(a, str) else dict(a)
+                a.setdefault("mode", a.get("name"))
+                out.append(a)
+            raw = {**raw, "arms": out}
+        return raw
+
+    @model_validator(mode="after")
+    def _unique(self) -> EvalSuite:
+        names = [a.name for a in self.arms]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"arm names must be unique; repeated: {', '.join(sorted(dup))}")
+        return self
+
+
+def load_suite(path: Path) -> EvalSuite:
+    if not path.is_file():
+        raise ConfigError(f"eval suite not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        suite = EvalSuite.model_validate(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"eval suite {path} is not valid YAML: {exc}") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(map(str, err["loc"])) or "(root)"
+        raise ConfigError(f"eval suite {path}: '{where}': {err['msg']}") from None
+    if suite.data is not None and not suite.data.is_absolute():
+        suite.data = (path.parent / suite.data).resolve()
+    if suite.update is not None and not suite.update.is_absolute():
+        suite.update = (path.parent / suite.update).resolve()
+    return suite

@@ -1,0 +1,120 @@
+"""One `ragtune eval` run end to end: items -> arms -> journaled records -> statistics -> reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ragtune.core.config import Config
+from ragtune.core.errors import ConfigError
+from ragtune.eval.arms import EvalSuite
+from ragtune.eval.backends import Backend, InProcessBackend
+from ragtune.eval.data import EvalItem
+from ragtune.eval.freshness import freshness_markdown, run_freshness
+from ragtune.eval.loaders import load_eval_set, spread
+from ragtune.eval.manifest import adapter_hashes, dataset_hash, manifest
+from ragtune.eval.report import write_report
+from ragtune.eval.runner import Journal, Record, Scoring, check_run_key, run_arms, summarize
+
+
+@dataclass
+class EvalRun:
+    json_path: Path
+    md_path: Path
+    records: list[Record]
+    summary: dict[str, dict[str, Any]]
+
+
+def suite_items(suite: EvalSuite, seed: int) -> list[EvalItem]:
+    if suite.data is None:
+        raise ConfigError("no eval data: give --data FILE (or `data:` in the suite file)")
+    return spread(load_eval_set(suite.dataset, suite.data, suite.split, seed).items, suite.limit, seed)
+
+
+def evaluate(
+    config: Config,
+    suite: EvalSuite,
+    backend: Backend,
+    out_dir: Path,
+    items: list[EvalItem] | None = None,
+    fresh: bool = False,
+    progress: bool = True,
+    title: str = "ragtune eval",
+    extra_meta: dict[str, Any] | None = None,
+) -> EvalRun:
+    """Run (or resume) every arm of the suite on the same items and write the reports."""
+    seed = suite.seed if suite.seed is not None else config.generation.seed
+    items = items if items is not None else suite_items(suite, seed)
+    scoring = Scoring.from_config(
+        config,
+        answer_regex=suite.answer_regex,
+        format_regex=suite.format_regex,
+        format_schema=suite.format_schema,
+    )
+    data_hash = dataset_hash(items)
+    key = {
+        "config_hash": config.digest(),
+        "dataset_hash": data_hash,
+        "arms": [a.model_dump(mode="json") for a in suite.arms],
+        "scoring": scoring.model_dump(mode="json"),
+        "backend": backend.name,
+    }
+    check_run_key(out_dir / "run.json", key, fresh)
+    journal = Journal(out_dir / "records.jsonl")
+    if fresh:
+        journal.path.unlink(missing_ok=True)
+        for name in ("freshness-before.jsonl", "freshness-after.jsonl"):
+            (out_dir / name).unlink(missing_ok=True)
+    records = run_arms(
+        backend,
+        items,
+        suite.arms,
+        config,
+        journal,
+        scoring,
+        suite.snapshot,
+        config.eval.latency_samples,
+        progress,
+    )
+    summary = summarize(records)
+    sections: dict[str, str] = {}
+    fresh_doc: dict[str, Any] | None = None
+    if suite.update is not None:
+        if not isinstance(backend, InProcessBackend):
+            raise ConfigError("the freshness scenario applies the update in-process; run it without --endpoint")
+        fr = run_freshness(backend, items, suite.arms, config, suite.update, out_dir, scoring, progress)
+        sections["Freshness"] = f"Update {suite.update.name}: {fr['update']['summary']}\n\n" + freshness_markdown(
+            fr["arms"]
+        )
+        fresh_doc = {k: v for k, v in fr.items() if k not in ("before", "after")}
+    adapters = adapter_hashes(config.adapters_dir, [r.adapter for r in records])
+    meta = manifest(
+        config,
+        {
+            "snapshot": next((r.snapshot for r in records if r.snapshot), None),
+            "adapters": adapters,
+            "dataset": str(suite.data) if suite.data else None,
+            "dataset_kind": suite.dataset,
+            "dataset_hash": data_hash,
+            "questions": len(items),
+            "seed": seed,
+            "backend": backend.name,
+            "alpha": config.eval.alpha,
+            "bootstrap_resamples": config.eval.bootstrap_resamples,
+            **(extra_meta or {}),
+        },
+    )
+    json_path, md_path = write_report(
+        out_dir,
+        summary,
+        records,
+        meta,
+        title=title,
+        sections=sections,
+        arms=[a.model_dump(mode="json") for a in suite.arms],
+        resamples=config.eval.bootstrap_resamples,
+        alpha=config.eval.alpha,
+        freshness=fresh_doc,
+    )
+    return EvalRun(json_path, md_path, records, summary)
