@@ -278,7 +278,7 @@ class Index:
         on_commit: Callable[[Store], None] | None,
     ) -> IngestReport:
         with self._lock:
-            known = self.store.content_hashes()
+            known = self.store.content_hashes([*(d.id for d in docs), *delete_ids])
             report = IngestReport(snapshot=self.snapshot)
         missing = [d for d in delete_ids if d not in known]
         if missing:
@@ -525,6 +525,18 @@ class Index:
         return IndexRetriever(index=self, **kwargs)
 
     def close(self) -> None:
-        if self._pending:
-            self._try_checkpoint()
-        self.store.close()
+        """Write a pending FAISS checkpoint and release the SQLite connection.
+
+        The object stays usable: a later search or write reopens the connection (callers such as an
+        eval may keep using an index that other code has closed). Waits for calls in other threads.
+        """
+        with self._lock:
+            if self._pending and not self.store.closed:
+                self._try_checkpoint()
+            self.store.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

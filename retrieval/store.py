@@ -122,9 +122,8 @@ def filter_sql(filters: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
 class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=60)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
         self.conn.executescript(SCHEMA)
         self._migrate()
         self.conn.executescript(INDEXES)
@@ -133,6 +132,25 @@ class Store:
             self.conn.execute("INSERT INTO chunks_fts(rowid, title, text) SELECT id, title, text FROM chunks")
             self.set_meta("fts_filled", "1")
             self.commit()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The connection, opened again if `close()` was called while the store is still in use.
+
+        A long-lived object (a pipeline's index, an eval's) may outlive a `close()` made by other
+        code on its behalf; reopening costs one connect, whereas failing would lose the caller's
+        write. Rows live in the file, so nothing is lost by reopening.
+        """
+        if self._conn is None:
+            conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=60)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            self._conn = conn
+        return self._conn
+
+    @property
+    def closed(self) -> bool:
+        return self._conn is None
 
     def _migrate(self) -> None:
         have = {r[1] for r in self.conn.execute("PRAGMA table_info(chunks)")}
@@ -177,8 +195,17 @@ class Store:
                 self.conn.execute("COMMIT")
 
     # documents ----------------------------------------------------------------------------------
-    def content_hashes(self) -> dict[str, str]:
-        return dict(self.conn.execute("SELECT id, content_hash FROM documents").fetchall())
+    def content_hashes(self, doc_ids: Iterable[str] | None = None) -> dict[str, str]:
+        """Stored content hashes: of all documents, or only of `doc_ids` (a commit's batch, cheap at any size)."""
+        if doc_ids is None:
+            return dict(self.conn.execute("SELECT id, content_hash FROM documents").fetchall())
+        wanted = list(dict.fromkeys(doc_ids))
+        out: dict[str, str] = {}
+        for start in range(0, len(wanted), 500):
+            part = wanted[start : start + 500]
+            marks = ",".join("?" * len(part))
+            out.update(self.conn.execute(f"SELECT id, content_hash FROM documents WHERE id IN ({marks})", part))
+        return out
 
     def chunk_ids_of(self, doc_ids: Iterable[str]) -> list[int]:
         """Live chunk ids of these documents."""
@@ -388,4 +415,9 @@ class Store:
         )
 
     def close(self) -> None:
-        self.conn.close()
+        """Release the connection (idempotent); a later call on this store reopens it."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.close()

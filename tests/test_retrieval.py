@@ -59,6 +59,23 @@ def test_reopen_and_rebuild_faiss_from_sqlite(tmp_path: Path, fact_docs):
     assert ix2.search("colours of the lamp", k=1)[0].chunk.doc_id == "zorblat-colours"
 
 
+def test_index_stays_usable_after_close(tmp_path: Path, fact_docs):
+    """An index closed by other code (a context manager, a second object on the same path) still writes."""
+    ix = Index(tmp_path / "ix")
+    ix.upsert(fact_docs, progress=False)
+    pinned = ix.snapshot
+    with Index(tmp_path / "ix") as other:  # a second reader on the same path, closed on exit
+        assert other.search("battery", k=1, snapshot=pinned)[0].chunk.doc_id == "zorblat-battery"
+    ix.close()
+    ix.close()  # idempotent
+    edited = Document(id="zorblat-hours", title="Zorblat Support Hours", text="Support now answers on Fridays only.")
+    rep = ix.upsert([edited], progress=False)  # the `ragtune verdict` update step after an eval
+    assert rep.updated == ["zorblat-hours"] and ix.snapshot == rep.snapshot != pinned
+    assert "Fridays" in ix.search("which day does support answer", k=1)[0].chunk.text
+    assert "Fridays" not in ix.search("which day does support answer", k=1, snapshot=pinned)[0].chunk.text
+    assert ix.faiss.ntotal == ix.store.counts()[1] == len(Index(tmp_path / "ix").store.live_ids(ix.store.seq()))
+
+
 def test_long_documents_split_within_embedder_window(tmp_path: Path):
     text = " ".join(f"Sentence number {i} talks about the gizmo." for i in range(400))
     ix = Index(tmp_path / "ix")
