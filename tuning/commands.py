@@ -1,38 +1,124 @@
-"""`ragtune tune` and `ragtune adapters ...`: the tuning commands."""
+"""`ragtune tune` and `ragtune adapters list|show|merge`: the tuning commands.
+
+`--raft` and `--objective causal-lm` read the index; this CLI glue is the one place in tuning that
+opens retrieval's `Index` (lazily), the library code only sees the `SearchIndex` protocol.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import typer
 
 from ragtune.core.cli_options import ConfigFile, Workspace, console, load_cli_config
-from ragtune.core.errors import RagtuneError
+from ragtune.core.config import Config
+from ragtune.core.errors import DataError, RagtuneError
 
 app = typer.Typer()
-adapters_app = typer.Typer(help="List and inspect trained adapters.", no_args_is_help=True)
+adapters_app = typer.Typer(help="List, inspect and merge trained adapters.", no_args_is_help=True)
 app.add_typer(adapters_app, name="adapters")
+
+
+def _index(cfg: Config) -> Any:
+    from ragtune.retrieval.index import Index
+
+    if not (cfg.index_dir / "store.sqlite").exists():
+        raise DataError(f"no index in {cfg.workspace}: run `ragtune ingest PATH` first")
+    return Index(cfg.index_dir, cfg.retrieval, cfg.models.embedder)
+
+
+def _corpus(index: Any) -> list[str]:
+    docs = [index.get_document(d) for d in index.document_ids()]
+    return [f"{d.title}\n{d.text}" if d.title else d.text for d in docs]
+
+
+def _init_adapter(cfg: Config, ref: str | None) -> Path | None:
+    if ref is None:
+        return None
+    from ragtune.core.adapters import adapter_path
+
+    path = Path(ref)
+    return path if path.is_dir() else adapter_path(cfg.adapters_dir, ref)
 
 
 @app.command()
 def tune(
-    data: Annotated[Path, typer.Option("--data", help="JSONL {question, answer, context?, title?, doc_id?}.")],
     name: Annotated[str, typer.Option("--name", help="Adapter name: written to WORKSPACE/adapters/NAME.")],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="JSONL/CSV or a saved `datasets` folder: {question, answer, context?, doc_id?|group?}, "
+            "{instruction, input?, output} or {messages}. Not needed with --objective causal-lm.",
+        ),
+    ] = None,
     epochs: Annotated[float | None, typer.Option("--epochs", help="Overrides tuning.epochs.")] = None,
+    raft: Annotated[bool, typer.Option("--raft", help="Contexts from the live index: gold kept with p.")] = False,
+    raft_p: Annotated[float | None, typer.Option("--raft-p", help="Overrides tuning.raft_p.")] = None,
+    raft_k: Annotated[int | None, typer.Option("--raft-k", help="Overrides tuning.raft_k.")] = None,
+    objective: Annotated[
+        Literal["sft", "causal-lm"] | None,
+        typer.Option("--objective", help="sft (answers) or causal-lm (indexed corpus text)."),
+    ] = None,
+    method: Annotated[Literal["lora", "full"] | None, typer.Option("--method", help="lora or full.")] = None,
+    init_adapter: Annotated[
+        str | None, typer.Option("--from", help="Continue training this adapter (name or folder).")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps.")] = None,
     workspace: Workspace = None,
     config: ConfigFile = None,
 ) -> None:
-    """Fine-tune a LoRA adapter on question/answer pairs (loss on answers only)."""
+    """Fine-tune (LoRA or full) with loss on answers only; writes the model and its adapter_card.json."""
     from ragtune.tuning.data import load_examples
     from ragtune.tuning.trainer import train_adapter
 
-    cfg = load_cli_config(workspace, config)
     if not name.replace("-", "").replace("_", "").isalnum():
         raise RagtuneError(f"adapter name '{name}' may use letters, digits, '-' and '_' only")
-    result = train_adapter(load_examples(data), name, cfg, epochs=epochs)
-    console.print(f"adapter '{name}' written to {result.path}")
+    tuning = {"objective": objective, "method": method, "raft_p": raft_p, "raft_k": raft_k}
+    cfg = load_cli_config(workspace, config, tuning={k: v for k, v in tuning.items() if v is not None})
+    snapshot: str | None = None
+    corpus: list[str] | None = None
+    examples = []
+    if cfg.tuning.objective == "causal-lm":
+        if raft:
+            raise RagtuneError("--raft builds question/answer examples; it does not combine with causal-lm")
+        corpus = _corpus(_index(cfg))
+        snapshot = _index(cfg).snapshot
+    else:
+        if data is None:
+            raise RagtuneError("--data is required (unless --objective causal-lm)")
+        examples = load_examples(data)
+        if raft:
+            from ragtune.tuning.raft import RaftReport, build_raft_examples
+
+            index = _index(cfg)
+            report = RaftReport()
+            examples = build_raft_examples(
+                examples,
+                index,
+                k=cfg.tuning.raft_k,
+                p=cfg.tuning.raft_p,
+                seed=cfg.tuning.seed,
+                mode=cfg.tuning.raft_search_mode,
+                report=report,
+            )
+            snapshot = report.snapshot
+            for line in report.lines():
+                console.print(line)
+    result = train_adapter(
+        examples,
+        name,
+        cfg,
+        epochs=epochs,
+        init_adapter=_init_adapter(cfg, init_adapter),
+        corpus=corpus,
+        snapshot=snapshot,
+        max_steps=max_steps,
+        extra_card={"hyperparameters": {"raft": raft}} if raft else None,
+    )
+    console.print(f"'{name}' written to {result.path}")
     console.print(json.dumps(result.card.metrics))
 
 
@@ -45,7 +131,12 @@ def adapters_list(workspace: Workspace = None, config: ConfigFile = None) -> Non
     if not cards:
         console.print("no adapters yet: train one with `ragtune tune`")
     for c in cards:
-        console.print(f"{c.name}\tbase={c.base_model}\tval_loss={c.metrics.get('val_loss')}\t{c.created_at}")
+        console.print(
+            f"{c.name}\tbase={c.base_model}\tval_loss={c.metrics.get('val_loss')}\t"
+            f"snapshot={c.snapshot or '-'}\t{c.created_at}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @adapters_app.command("show")
@@ -54,3 +145,17 @@ def adapters_show(name: str, workspace: Workspace = None, config: ConfigFile = N
     from ragtune.core.adapters import adapter_path, read_card
 
     print(read_card(adapter_path(load_cli_config(workspace, config).adapters_dir, name)).model_dump_json(indent=2))
+
+
+@adapters_app.command("merge")
+def adapters_merge(
+    name: str,
+    out: Annotated[Path | None, typer.Option("--out", help="Default: WORKSPACE/models/NAME-merged.")] = None,
+    workspace: Workspace = None,
+    config: ConfigFile = None,
+) -> None:
+    """Fold the adapter into the base model; serve it by setting models.generator to the folder."""
+    from ragtune.tuning.merge import merge_adapter
+
+    path = merge_adapter(load_cli_config(workspace, config), name, out)
+    console.print(f"merged model written to {path}; serve it with models.generator: {path}", soft_wrap=True)
