@@ -226,7 +226,7 @@ def durable_updates(work: Path, n: int, rounds: int, lc_rounds: int, model: Any)
         t0 = time.perf_counter()
         ix.upsert([doc], progress=False)
         ours.append((time.perf_counter() - t0) * 1000)
-    assert ix.faiss.ntotal == n and ix.store.counts() == (n, n)
+    assert ix.vector_count == n and ix.store.counts() == (n, n)
     ix.close()
 
     from langchain_community.vectorstores import FAISS as LangChainFAISS
@@ -271,7 +271,7 @@ proc = psutil.Process()
 before = proc.memory_info().rss
 ix = Index(sys.argv[1])
 ix.search("w1 w2 w3", 10, mode="lexical")
-print(json.dumps({"before": before, "after": proc.memory_info().rss, "chunks": ix.faiss.ntotal}))
+print(json.dumps({"before": before, "after": proc.memory_info().rss, "chunks": ix.vector_count}))
 """
 
 

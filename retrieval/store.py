@@ -373,6 +373,13 @@ class Store:
         chunks = self.conn.execute("SELECT COUNT(*) FROM chunks WHERE removed_seq IS NULL").fetchone()[0]
         return int(docs), int(chunks)
 
+    def counts_after(self, prev_seq: int, docs_delta: int, chunks_delta: int) -> tuple[int, int]:
+        """Live counts after a commit, from the previous snapshot's row (no scan of a large store)."""
+        row = self.conn.execute("SELECT n_documents, n_chunks FROM snapshots WHERE seq=?", (prev_seq,)).fetchone()
+        if row is None:  # the first commit, or a store from before the snapshot table: count (in this transaction)
+            return self.counts()
+        return int(row[0]) + docs_delta, int(row[1]) + chunks_delta
+
     # snapshots ----------------------------------------------------------------------------------
     def add_snapshot(self, snapshot: str, seq: int, n_documents: int, n_chunks: int) -> None:
         self.conn.execute(

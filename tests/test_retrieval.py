@@ -32,7 +32,7 @@ def test_unchanged_is_free_changed_replaces_chunks(tmp_path: Path, fact_docs):
     assert rep.updated == ["zorblat-hours"] and rep.snapshot != first.snapshot
     new_ids = set(ix.store.chunk_ids_of(["zorblat-hours"]))
     assert new_ids and not (new_ids & old_ids) and min(new_ids) > max(old_ids)
-    assert ix.faiss.ntotal == ix.store.counts()[1]
+    assert ix.vector_count == ix.store.counts()[1]
     top = ix.search("which day does support answer", k=1)[0]
     assert "Fridays" in top.chunk.text
 
@@ -50,12 +50,12 @@ def test_delete_removes_from_search_and_unknown_id_errors(tmp_path: Path, fact_d
 def test_reopen_and_rebuild_faiss_from_sqlite(tmp_path: Path, fact_docs):
     ix = Index(tmp_path / "ix")
     ix.upsert(fact_docs, progress=False)
-    snap, n = ix.snapshot, ix.faiss.ntotal
+    snap, n = ix.snapshot, ix.vector_count
     ix.close()
     faiss_file = tmp_path / "ix" / f"vectors-{snap}.faiss"
     faiss_file.write_bytes(faiss_file.read_bytes()[:40])  # truncated
     ix2 = Index(tmp_path / "ix")
-    assert ix2.snapshot == snap and ix2.faiss.ntotal == n
+    assert ix2.snapshot == snap and ix2.vector_count == n
     assert ix2.search("colours of the lamp", k=1)[0].chunk.doc_id == "zorblat-colours"
 
 
@@ -73,7 +73,7 @@ def test_index_stays_usable_after_close(tmp_path: Path, fact_docs):
     assert rep.updated == ["zorblat-hours"] and ix.snapshot == rep.snapshot != pinned
     assert "Fridays" in ix.search("which day does support answer", k=1)[0].chunk.text
     assert "Fridays" not in ix.search("which day does support answer", k=1, snapshot=pinned)[0].chunk.text
-    assert ix.faiss.ntotal == ix.store.counts()[1] == len(Index(tmp_path / "ix").store.live_ids(ix.store.seq()))
+    assert ix.vector_count == ix.store.counts()[1] == len(Index(tmp_path / "ix").store.live_ids(ix.store.seq()))
 
 
 def test_long_documents_split_within_embedder_window(tmp_path: Path):
@@ -109,3 +109,25 @@ def test_loaders_folder_jsonl_and_errors(tmp_path: Path):
         load_documents([tmp_path / "empty.txt"])
     with pytest.raises(DataError, match="path not found"):
         load_documents([tmp_path / "missing"])
+
+
+def test_removed_chunks_are_tombstoned_then_compacted(tmp_path: Path, fact_docs, monkeypatch):
+    """Updates leave removed vectors in FAISS as tombstones that search skips, until a compaction."""
+    from ragtune.core.config import RetrievalConfig
+    from ragtune.retrieval import index as index_module
+
+    monkeypatch.setattr(index_module, "MAX_TOMBSTONES", 2)
+    ix = Index(tmp_path / "ix", RetrievalConfig(checkpoint_ratio=100.0))  # no checkpoint in between
+    ix.upsert(fact_docs, progress=False)
+    for hours in (40, 41, 42):
+        text = f"A Zorblat lamp battery lasts {hours} hours."
+        doc = Document(id="zorblat-battery", title="Zorblat Battery", text=text)
+        ix.upsert([doc], progress=False)
+        live = set(ix.store.live_ids(ix.store.seq()).tolist())
+        hits = ix.search("how long does the lamp battery last", k=10, mode="dense")
+        assert {h.chunk.id for h in hits} == live and len(hits) == 4  # every live chunk, no removed one
+        assert f"{hours} hours" in hits[0].chunk.text
+        assert ix.vector_count == len(live)
+    assert ix.faiss.ntotal == 4  # the third removal passed the limit: compacted
+    ix.close()  # checkpoint: the file holds exactly the live chunks
+    assert Index(tmp_path / "ix").faiss.ntotal == 4

@@ -63,7 +63,7 @@ def test_sigkill_mid_ingest_leaves_the_last_commit(tmp_path: Path):
     assert ix.snapshot == printed[-1] or seq == len(printed) + 1
     assert set(ix.document_ids()) == _expected_ids(seq)
     n_chunks = ix.store.counts()[1]
-    assert n_chunks == len(_expected_ids(seq)) == ix.faiss.ntotal
+    assert n_chunks == len(_expected_ids(seq)) == ix.vector_count
     fts = ix.store.conn.execute("SELECT COUNT(*) FROM chunks_fts").fetchone()[0]
     assert fts == ix.store.conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
     assert ix.search("widget w2x7", k=1, mode="lexical")[0].chunk.doc_id == "d2-7"
@@ -85,7 +85,7 @@ def test_faiss_file_lost_or_behind_is_rebuilt_from_sqlite(tmp_path: Path, fact_d
     ix.store.close()
 
     behind = Index(path, RetrievalConfig(checkpoint_ratio=100.0))
-    assert behind.faiss.ntotal == 3
+    assert behind.vector_count == 3
     assert behind.search("lamp colour teal", k=1)[0].chunk.text == edited.text
     assert all(h.chunk.doc_id != "zorblat-pricing" for h in behind.search("price per month", k=3))
     behind.close()
@@ -93,7 +93,7 @@ def test_faiss_file_lost_or_behind_is_rebuilt_from_sqlite(tmp_path: Path, fact_d
     for f in path.glob("vectors-*.faiss"):
         f.unlink()
     lost = Index(path)
-    assert lost.faiss.ntotal == 3 and list(path.glob(f"vectors-{lost.snapshot}.faiss"))
+    assert lost.vector_count == 3 and list(path.glob(f"vectors-{lost.snapshot}.faiss"))
     assert lost._model is None  # rebuilt from stored vectors: no embedder was loaded
     assert lost.search("lamp colour teal", k=1)[0].chunk.doc_id == "zorblat-colours"
 

@@ -121,7 +121,7 @@ def test_snapshot_pinning_and_retention(tmp_path: Path, fact_docs):
     assert isinstance(err.value, NotFoundError)
     with pytest.raises(SnapshotNotFoundError, match="s99999-x"):
         ix2.search_many([q], snapshot="s99999-x")
-    assert ix2.store.counts()[1] == ix2.faiss.ntotal == 3
+    assert ix2.store.counts()[1] == ix2.vector_count == 3
 
 
 def test_chunking_strategies_keep_titles(tmp_path: Path):
