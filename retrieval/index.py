@@ -201,22 +201,30 @@ class Index:
         self._apply(np.array(removed, dtype=np.int64), np.array(added, dtype=np.int64), None, seq)
 
     def _apply(self, removed: np.ndarray, added: np.ndarray, vecs: np.ndarray | None, seq: int) -> None:
-        if self.faiss is None or (len(removed) and not vectors.can_remove(self.faiss)):
+        if self.faiss is None:
             ids, all_vecs = self.store.live_vectors(self.dim, seq)
             self.faiss = vectors.build(self.config, self.dim, ids, all_vecs)
             self._tombstones = set()
         else:
             self._tombstones.update(int(i) for i in removed)
-            if len(self._tombstones) > MAX_TOMBSTONES:
-                self._compact()
             vectors.add(self.faiss, added, self.store.vectors(added.tolist(), self.dim) if vecs is None else vecs)
         self._faiss_seq = seq
         self._pending += len(removed) + len(added)
+        if len(self._tombstones) > MAX_TOMBSTONES:
+            self._compact()
 
     def _compact(self) -> None:
-        """Physically remove the tombstoned vectors (before a checkpoint, or once enough piled up)."""
+        """Physically drop the tombstoned vectors (before a checkpoint, or once enough piled up).
+
+        HNSW cannot remove vectors, so it is rebuilt from the stored vectors of the chunks live at the
+        snapshot it matches: tombstones make that happen once per `MAX_TOMBSTONES` removals, not per commit.
+        """
         if self._tombstones and self.faiss is not None:
-            vectors.remove(self.faiss, np.fromiter(self._tombstones, dtype=np.int64))
+            if vectors.can_remove(self.faiss):
+                vectors.remove(self.faiss, np.fromiter(self._tombstones, dtype=np.int64))
+            else:
+                ids, all_vecs = self.store.live_vectors(self.dim, self._faiss_seq)
+                self.faiss = vectors.build(self.config, self.dim, ids, all_vecs)
         self._tombstones = set()
 
     @property

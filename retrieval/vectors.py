@@ -1,8 +1,9 @@
 """The FAISS index kinds behind one small interface, all keyed by ragtune's own int64 chunk ids.
 
 `flat` is exact (inner product on normalised vectors = cosine). `hnsw` and `ivf` are approximate
-and meant for large corpora: HNSW cannot remove vectors, so a commit that removes chunks rebuilds it
-from the stored vectors; IVF is trained on the vectors present when it is (re)built.
+and meant for large corpora: HNSW cannot remove vectors, so the index keeps removed chunks as
+tombstones and rebuilds HNSW from the stored vectors once enough pile up; IVF is trained on the
+vectors present when it is (re)built.
 """
 
 from __future__ import annotations
