@@ -56,6 +56,7 @@ class TuneResult:
     card: AdapterCard
     train_tokens: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: str | None = None  # the checkpoint an interrupted run continued from
 
 
 def _rank() -> int:
@@ -73,12 +74,18 @@ def base_model_hash(config: Config) -> str | None:
     return model_fingerprint(folder) if folder.is_dir() else None
 
 
+def _last_checkpoint(ckpt_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+
+
 def _prepare_resume(ckpt_dir: Path, fingerprint: str) -> bool:
     """Resume only a run of the same data and settings; a stale checkpoint folder is cleared."""
     marker = ckpt_dir / "run.json"
     if ckpt_dir.is_dir():
         same = marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == fingerprint
-        if same and any(ckpt_dir.glob("checkpoint-*")):
+        if same and _last_checkpoint(ckpt_dir):
             return True
         if _rank() == 0:
             shutil.rmtree(ckpt_dir)
@@ -279,14 +286,16 @@ def train_adapter(
         data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100),
         callbacks=callbacks,
     )
-    if resume:
-        _say(progress, f"resuming from {ckpt_dir}")
-    train_out = trainer.train(resume_from_checkpoint=True if resume else None)
+    resumed_from = _last_checkpoint(ckpt_dir) if resume else None
+    if resumed_from:
+        _say(progress, f"resuming from {resumed_from}")
+    train_out = trainer.train(resume_from_checkpoint=resumed_from)
     history = _history(trainer.state.log_history, fmt.by_epoch if fmt else {})
     val_loss: float | None = None
     if has_val:
         val_loss = float(trainer.evaluate()["eval_loss"])
     best = min(history, key=lambda h: h["val_loss"]) if history else {}
+    step_losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
     card = AdapterCard(
         name=name,
         kind="full" if cfg.method == "full" else "lora",
@@ -306,6 +315,8 @@ def train_adapter(
             "best_epoch": best.get("epoch"),
             "epochs_run": float(trainer.state.epoch or 0),
             "train_tokens": float(non_pad_tokens(train_rows) * (trainer.state.epoch or 0)),
+            "first_step_loss": step_losses[0] if step_losses else None,
+            "last_step_loss": step_losses[-1] if step_losses else None,
         },
         history=history,
         snapshot=snapshot,
@@ -314,7 +325,13 @@ def train_adapter(
         wall_time_s=round(time.time() - started, 1),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    result = TuneResult(path=out_dir, card=card, train_tokens=non_pad_tokens(train_rows), history=history)
+    result = TuneResult(
+        path=out_dir,
+        card=card,
+        train_tokens=non_pad_tokens(train_rows),
+        history=history,
+        resumed_from=Path(resumed_from).name if resumed_from else None,
+    )
     if not trainer.is_world_process_zero():
         return result
     _write(trainer.model, tok if cfg.method == "full" else None, card, out_dir, name)
