@@ -47,7 +47,7 @@ def eval_cmd(
         return
     from ragtune.eval.arms import EvalSuite, arm, load_suite
     from ragtune.eval.backends import Backend, HttpBackend, InProcessBackend
-    from ragtune.eval.session import evaluate
+    from ragtune.eval.session import evaluate, suite_items
 
     cfg = load_cli_config(workspace, config)
     suite = load_suite(suite_file) if suite_file else EvalSuite(arms=[arm(a) for a in cfg.eval.arms])
@@ -72,6 +72,8 @@ def eval_cmd(
         suite.arms = [arm(a, adapter) for a in suite.arms]
     if suite.seed is not None:
         cfg = load_cli_config(workspace, config, generation={**cfg.generation.model_dump(), "seed": suite.seed})
+    # read and check the questions before any model loads: bad data fails in a second, not a minute
+    items = suite_items(suite, suite.seed if suite.seed is not None else cfg.generation.seed)
     backend: Backend
     if endpoint:
         backend = HttpBackend(endpoint, token, concurrency=cfg.generation.batch_size)
@@ -79,7 +81,7 @@ def eval_cmd(
         from ragtune.serving.pipeline import Pipeline
 
         backend = InProcessBackend(Pipeline.from_config(cfg))
-    run = evaluate(cfg, suite, backend, out, fresh=fresh, progress=progress)
+    run = evaluate(cfg, suite, backend, out, items=items, fresh=fresh, progress=progress)
     console.print(run.md_path.read_text().split("\n## Manifest")[0])
     console.print(f"reports: {run.json_path.parent}/report.{{json,md,html}}")
 

@@ -89,7 +89,7 @@ def comparison_table(tests: Sequence[PairTest]) -> str:
     sep = "|---|---|---:|---|---|---:|---:|---|"
     rows = [
         f"| {t.metric} | {t.a} − {t.b} | {t.n} | {t.diff:+.3f} [{t.low:+.3f}, {t.high:+.3f}] | {t.test} | "
-        f"{t.p:.3g} | {t.p_holm:.3g} | {t.verdict.split(' (')[0]} |"
+        f"{t.p:.3g} | {t.p_holm:.3g} | {t.verdict.rsplit(' (p_holm', 1)[0]} |"
         for t in tests
         if t.diff is not None and t.low is not None and t.high is not None
     ]

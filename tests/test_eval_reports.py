@@ -1,0 +1,129 @@
+"""Summaries, manifest, reports and `ragtune eval compare` on hand-made records (no model needed)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from ragtune.core.config import load_config
+from ragtune.eval.data import EvalItem
+from ragtune.eval.manifest import adapter_hashes, dataset_hash, manifest
+from ragtune.eval.report import write_report
+from ragtune.eval.runner import Record, summarize
+from ragtune.eval.schema import REPORT_SCHEMA
+
+
+def rec(arm: str, i: int, ok: float, total: float = 100.0, batched: bool = False, wall: float = 100.0) -> Record:
+    return Record(
+        id=f"q{i}",
+        arm=arm,
+        mode=arm,
+        question=f"question {i}?",
+        answer="yes" if ok else "no",
+        extracted="yes" if ok else "no",
+        golds=["yes"],
+        exact_match=ok,
+        f1=ok,
+        contains=ok,
+        format_ok=None,
+        scores={"f1": ok, "exact_match": ok},
+        batched=batched,
+        retrieve_ms=total / 10,
+        ttft_ms=total / 2,
+        total_ms=total,
+        wall_ms=wall,
+    )
+
+
+def test_summary_latency_percentiles_and_throughput_by_hand():
+    rs = [rec("rag", i, float(i % 2), total=100.0 * (i + 1)) for i in range(4)]
+    rs.append(rec("rag", 4, 1.0, total=5000.0, batched=True, wall=50.0))  # batched: not a latency sample
+    s = summarize(rs)["rag"]
+    assert s["n"] == 5 and s["latency_n"] == 4
+    # single-request totals 100, 200, 300, 400 (linear interpolation between order statistics)
+    assert s["p50_ms"] == pytest.approx(250.0)
+    assert s["p95_ms"] == pytest.approx(300 + 0.85 * 100)  # rank 0.95 * 3 = 2.85
+    assert s["p99_ms"] == pytest.approx(300 + 0.97 * 100)
+    assert s["ttft_p50_ms"] == pytest.approx(125.0) and s["retrieve_p99_ms"] == pytest.approx(39.7)
+    assert s["throughput_qps"] == pytest.approx(5 / 0.45)  # 5 questions in 4 x 100 + 50 ms
+    assert s["f1"] == pytest.approx(3 / 5) and s["metrics"]["exact_match"] == pytest.approx(3 / 5)
+
+
+def test_manifest_traces_adapter_cards_data_config_and_code(tmp_path: Path):
+    cfg = load_config(workspace=tmp_path / "ws", environ={})
+    card = cfg.adapters_dir / "house" / "adapter_card.json"
+    card.parent.mkdir(parents=True)
+    card.write_text('{"name": "house"}')
+    hashes = adapter_hashes(cfg.adapters_dir, ["house", None, "missing", "house"])
+    assert list(hashes) == ["house"] and len(hashes["house"]) == 16
+    card.write_text('{"name": "house", "epochs": 2}')
+    assert adapter_hashes(cfg.adapters_dir, ["house"])["house"] != hashes["house"]  # a changed card shows
+    items = [EvalItem(id="1", question="q?", answers=["a"])]
+    h = dataset_hash(items)
+    assert h == dataset_hash([EvalItem(id="1", question="q?", answers=["a"])])
+    assert h != dataset_hash([EvalItem(id="1", question="q?", answers=["b"])])
+    m = manifest(cfg, {"snapshot": "s00001-abc", "adapters": hashes, "dataset_hash": h})
+    assert m["config_hash"] == cfg.digest() and m["seed"] == cfg.generation.seed
+    assert m["packages"]["torch"] and m["packages"]["scipy"] and m["snapshot"] == "s00001-abc"
+    assert m["git_commit"] is None or len(m["git_commit"].split("+")[0]) == 40
+
+
+def _report(out: Path, rag_ok: list[float], meta: dict[str, object]) -> Path:
+    base_ok = [0.0] * len(rag_ok)
+    records = [rec("base", i, v) for i, v in enumerate(base_ok)] + [rec("rag", i, v) for i, v in enumerate(rag_ok)]
+    json_path, _ = write_report(out, summarize(records), records, meta, resamples=500)
+    return json_path
+
+
+def test_report_schema_winner_and_compare_cli(tmp_path: Path, monkeypatch, capsys):
+    cfg = load_config(workspace=tmp_path / "ws", environ={})
+    old = _report(tmp_path / "old", [0.0] * 30, manifest(cfg, {"snapshot": "s1"}))
+    new = _report(tmp_path / "new", [1.0] * 24 + [0.0] * 6, manifest(cfg, {"snapshot": "s2"}))
+    doc = json.loads(new.read_text())
+    jsonschema.validate(doc, REPORT_SCHEMA)
+    t = next(t for t in doc["comparisons"] if t["metric"] == "exact_match")
+    # 24 discordant pairs, all one way: exact McNemar p = 2 * 0.5**24 (one pair of arms: Holm leaves it)
+    assert t["test"] == "exact McNemar" and t["p"] == pytest.approx(2 * 0.5**24) and t["winner"] == "rag"
+    assert t["p_holm"] == pytest.approx(t["p"]) and t["significant"]
+    assert t["discordant"] == [24, 0] and "rag better" in t["verdict"]
+    assert doc["intervals"]["rag"]["f1"]["mean"] == pytest.approx(0.8)
+    html = (new.parent / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2
+    same = json.loads(old.read_text())["comparisons"]
+    assert all(not c["significant"] and c["winner"] is None for c in same)
+    assert "no significant difference" in (old.parent / "report.md").read_text()
+
+    from ragtune.cli import main
+
+    out_md = tmp_path / "cmp.md"
+    monkeypatch.setattr(sys, "argv", ["ragtune", "eval", "compare", str(old), str(new), "--out", str(out_md)])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code in (0, None)
+    md = out_md.read_text()
+    assert "snapshot: s1 -> s2" in md and "rag (new) − rag (old)" in md and "rag (new) better" in md
+    assert "base (new) − base (old)" in md and "no significant difference" in md  # base did not move
+
+    monkeypatch.setattr(sys, "argv", ["ragtune", "eval", "compare", str(tmp_path / "nope.json"), str(new)])
+    with pytest.raises(SystemExit) as bad:
+        main()
+    err = capsys.readouterr().err.strip()
+    assert bad.value.code == 2 and err.startswith("error: report not found") and "\n" not in err
+
+
+def test_eval_cli_rejects_bad_data_before_loading_models(tmp_path: Path, monkeypatch, capsys):
+    from ragtune.cli import main
+
+    bad = tmp_path / "qa.jsonl"
+    bad.write_text('{"id": "1", "question": "q?"}\n')
+    argv = ["ragtune", "eval", "--data", str(bad), "--workspace", str(tmp_path / "ws"), "--out", str(tmp_path / "o")]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as done:
+        main()
+    err = capsys.readouterr().err.strip()
+    assert done.value.code == 2 and err.startswith("error: ") and "qa.jsonl:1" in err and "\n" not in err
+    assert not (tmp_path / "o" / "records.jsonl").exists()
