@@ -228,3 +228,34 @@ def test_endpoint_black_box_against_live_server(pipeline_factory, tmp_path: Path
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_pinned_snapshot_holds_while_the_index_moves(generator, tmp_path: Path):
+    from ragtune.core.errors import NotFoundError
+    from ragtune.retrieval.index import Index
+    from ragtune.serving.pipeline import Pipeline
+
+    cfg = load_config(workspace=tmp_path / "ws", environ={}, overrides={"generation": {"max_new_tokens": 4}})
+    index = Index(cfg.index_dir, cfg.retrieval, cfg.models.embedder)
+    index.upsert(
+        [Document(id="plans", title="Zorblat Plans", text="The Zorblat Basic plan costs 17 florins a month.")],
+        progress=False,
+    )
+    pinned = index.snapshot
+    # a document added after the pin matches the question better; the pinned run must not see it
+    index.upsert(
+        [Document(id="prices", title="Zorblat Basic Plan Cost", text="What the Zorblat Basic plan costs: 23 florins.")],
+        progress=False,
+    )
+    assert index.snapshot != pinned
+    backend = InProcessBackend(Pipeline(cfg, generator, index))
+    q = "What does the Zorblat Basic plan cost?"
+    item = EvalItem(id="1", question=q, answers=["17 florins"], doc_ids=["plans"])
+    arms = EvalSuite.model_validate({"arms": {"rag": {}, "ret": {"mode": "rag", "retrieval_only": True}}}).arms
+    old = run_arms(backend, [item], arms, cfg, None, Scoring(), pinned, 0, False)
+    assert [r.retrieved for r in old] == [["plans"], ["plans"]] and old[0].snapshot == pinned
+    assert old[0].cited == ["plans"] and old[0].scores["hit@1"] == 1.0
+    now = run_arms(backend, [item], arms, cfg, None, Scoring(), None, 0, False)
+    assert now[0].snapshot == index.snapshot and set(now[1].retrieved) == {"plans", "prices"}
+    with pytest.raises(NotFoundError, match="unknown snapshot"):
+        run_arms(backend, [item], arms[1:], cfg, None, Scoring(), "s09999-deadbeef", 0, False)
