@@ -315,6 +315,7 @@ def train_adapter(
             "best_epoch": best.get("epoch"),
             "epochs_run": float(trainer.state.epoch or 0),
             "train_tokens": float(non_pad_tokens(train_rows) * (trainer.state.epoch or 0)),
+            "train_runtime_s": float(train_out.metrics.get("train_runtime", 0.0)),
             "first_step_loss": step_losses[0] if step_losses else None,
             "last_step_loss": step_losses[-1] if step_losses else None,
         },
