@@ -119,3 +119,21 @@ def test_pinned_snapshot_and_drift_check(tmp_path: Path, fact_docs: list[Documen
     with pytest.warns(UserWarning, match="re-training with --raft"):
         far = warn_if_drifted(card, index, threshold=0.3)
     assert far is not None and far.far
+
+
+def test_tuning_cli_mistakes_are_clear_errors(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from ragtune.cli import app
+    from ragtune.core.errors import NotFoundError, RagtuneError
+
+    data = tmp_path / "t.jsonl"
+    data.write_text('{"question": "q", "answer": "a", "doc_id": "d"}\n')
+    ws = ["--workspace", str(tmp_path / "ws")]
+    runner = CliRunner()
+    r = runner.invoke(app, ["tune", "--data", str(data), "--name", "r", "--raft", *ws])
+    assert isinstance(r.exception, DataError) and "run `ragtune ingest" in str(r.exception)
+    r = runner.invoke(app, ["tune", "--name", "r", *ws])
+    assert isinstance(r.exception, RagtuneError) and "--data is required" in str(r.exception)
+    r = runner.invoke(app, ["adapters", "merge", "nope", *ws])
+    assert isinstance(r.exception, NotFoundError) and "unknown adapter 'nope'" in str(r.exception)
