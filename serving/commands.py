@@ -57,15 +57,18 @@ def ask(
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default from config: 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from config: 8000).")] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, max=64, help="Worker processes (default: serving.workers).")
+    ] = None,
     workspace: Workspace = None,
     config: ConfigFile = None,
 ) -> None:
-    """Serve the HTTP API (POST /v1/answer, GET /healthz; OpenAPI at /docs)."""
-    import uvicorn
-
-    from ragtune.serving.app import create_app
-    from ragtune.serving.pipeline import Pipeline
+    """Serve the HTTP API and the chat page (OpenAPI at /docs); loopback only unless API keys are set."""
+    from ragtune.serving.workers import plan_bind, run
 
     cfg = load_cli_config(workspace, config)
-    app_ = create_app(Pipeline.from_config(cfg))
-    uvicorn.run(app_, host=host or cfg.serving.host, port=port or cfg.serving.port)
+    bind = plan_bind(cfg, host, port, workers)
+    if bind.note:
+        console.print(f"note: {bind.note}", style="yellow")
+    console.print(f"serving on http://{bind.host}:{bind.port} with {bind.workers} worker(s)", style="dim")
+    run(cfg, config, bind)

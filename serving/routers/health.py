@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -17,7 +18,7 @@ def healthz(request: Request) -> dict[str, Any]:
     """Alive, with what is loaded (answers even while the model is busy)."""
     pipeline = request.app.state.pipeline
     index = pipeline.index.stats() if pipeline.index is not None else None
-    return {"status": "ok", "index": index, "adapters": sorted(pipeline.generator.adapters)}
+    return {"status": "ok", "pid": os.getpid(), "index": index, "adapters": sorted(pipeline.generator.adapters)}
 
 
 @router.get("/readyz", responses={503: {"description": "not ready"}})

@@ -1,0 +1,81 @@
+"""Under load: concurrent requests share one batched generate; a client that leaves stops its row."""
+
+import threading
+import time
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from ragtune.serving.app import create_app
+
+QUESTIONS = [
+    "What does the Zorblat Pro plan cost?",
+    "When does Zorblat support answer?",
+    "Which colours does the Zorblat lamp ship in, and which one is the default colour?",
+]
+
+
+def wait_for(cond, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_concurrent_requests_are_batched_per_adapter_with_left_padding(serving_pipeline):
+    pipeline = serving_pipeline()
+    app = create_app(pipeline)
+    client, scheduler = TestClient(app), app.state.scheduler
+    scheduler.stop()  # hold the queue until every request is in it
+    bodies: dict[str, dict] = {}
+
+    def ask(q: str, mode: str) -> None:
+        r = client.post("/v1/answer", json={"question": q, "mode": mode, "top_k": 1, "max_new_tokens": 6})
+        bodies[f"{mode}:{q}"] = r.json()
+
+    jobs = [(q, "rag") for q in QUESTIONS] + [(QUESTIONS[0], "ft")]
+    threads = [threading.Thread(target=ask, args=job) for job in jobs]
+    for t in threads:
+        t.start()
+    wait_for(lambda: scheduler.depth == len(jobs))
+    scheduler.start()
+    for t in threads:
+        t.join()
+    assert (scheduler.stats.batches, scheduler.stats.rows) == (2, 4)  # three rag rows in one call, ft alone
+    for q in QUESTIONS:  # prompts of different lengths, left padded: each row reads as if alone
+        alone = pipeline.answer(q, mode="rag", top_k=1, max_new_tokens=6)
+        assert bodies[f"rag:{q}"]["answer"] == alone.answer
+    assert bodies[f"ft:{QUESTIONS[0]}"]["adapter"] == "tiny"
+    assert 'ragtune_batch_size_bucket{le="4.0"} 2.0' in client.get("/metrics").text
+
+
+@pytest.fixture(scope="module")
+def live(serving_pipeline, live_server):
+    app = create_app(serving_pipeline({"max_new_tokens_cap": 400}))
+    with live_server(app) as url:
+        yield url, app.state.scheduler
+
+
+LONG = {"question": QUESTIONS[0], "mode": "base", "max_new_tokens": 400, "ignore_eos": True}
+
+
+def test_closing_a_stream_stops_its_generation(live):
+    url, scheduler = live
+    before = (scheduler.stats.batches, scheduler.stats.tokens)
+    with httpx.Client(timeout=60) as c, c.stream("POST", f"{url}/v1/answer", json={**LONG, "stream": True}) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("event: token"):
+                break  # leave after the first token
+    wait_for(lambda: scheduler.stats.batches > before[0])
+    assert scheduler.stats.tokens - before[1] < 200  # far short of the 400 asked for
+
+
+def test_a_client_that_times_out_stops_its_generation(live):
+    url, scheduler = live
+    before = (scheduler.stats.batches, scheduler.stats.tokens)
+    with pytest.raises(httpx.ReadTimeout), httpx.Client(timeout=1.5) as c:
+        c.post(f"{url}/v1/answer", json=LONG)
+    wait_for(lambda: scheduler.stats.batches > before[0])
+    assert scheduler.stats.tokens - before[1] < 200
