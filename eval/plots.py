@@ -54,12 +54,14 @@ def latency_cdf(records: Sequence[Record]) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.0, 3.2))
+    positive = bool(records) and all(r.total_ms > 0 for r in records)
     for arm in dict.fromkeys(r.arm for r in records):
         vals = np.sort([r.total_ms for r in records if r.arm == arm])
         if len(vals):
             ax.step(vals, np.arange(1, len(vals) + 1) / len(vals), where="post", label=arm)
     ax.set_xlabel("total ms per question (batched rows: time of their batch)")
     ax.set_ylabel("share of questions")
-    ax.set_xscale("log")
+    if positive:  # a log axis spreads the fast single requests and the slow batched ones apart
+        ax.set_xscale("log")
     ax.legend(fontsize="small")
     return _png(fig)

@@ -245,29 +245,43 @@ def run_arms(
     snapshot: str | None = None,
     latency_samples: int = 4,
     progress: bool = True,
+    *,
+    block: int | None = None,
+    deadline: float | None = None,
 ) -> list[Record]:
-    """All arms on the same items; with a journal, resumes and returns old plus new records."""
+    """All arms on the same items; with a journal, resumes and returns old plus new records.
+
+    `block`: run every arm on `block` questions before the next ones, so a run stopped early still
+    holds paired records of all arms. `deadline` (a `time.monotonic()` value): start no new block
+    after it (the first block always runs); the records so far are returned, and a later call
+    with the journal finishes the run.
+    """
     ids = {it.id for it in items}
     old = [r for r in journal.read() if r.id in ids] if journal is not None else []
     done = {(r.arm, r.id) for r in old}
     if snapshot is None:
         snapshot = next((r.snapshot for r in old if r.snapshot), None)
     out = list(old)
-    for a in arms:
-        out += run_arm(
-            backend,
-            items,
-            a,
-            config,
-            latency_samples=latency_samples,
-            progress=progress,
-            scoring=scoring,
-            snapshot=snapshot,
-            journal=journal,
-            done=done,
-        )
-        if snapshot is None:
-            snapshot = next((r.snapshot for r in out if r.snapshot), None)
+    size = block or max(1, len(items))
+    for start in range(0, len(items), size):
+        if deadline is not None and start > 0 and time.monotonic() >= deadline:
+            break
+        chunk = items[start : start + size]
+        for a in arms:
+            out += run_arm(
+                backend,
+                chunk,
+                a,
+                config,
+                latency_samples=latency_samples if start == 0 else 0,
+                progress=progress,
+                scoring=scoring,
+                snapshot=snapshot,
+                journal=journal,
+                done=done,
+            )
+            if snapshot is None:
+                snapshot = next((r.snapshot for r in out if r.snapshot), None)
     order = {(a.name, it.id): n for n, (a, it) in enumerate((a, it) for a in arms for it in items)}
     return sorted((r for r in out if (r.arm, r.id) in order), key=lambda r: order[(r.arm, r.id)])
 

@@ -26,6 +26,12 @@ class EvalRun:
     summary: dict[str, dict[str, Any]]
 
 
+def _finished_by_all(records: list[Record], arms: list[str]) -> set[str]:
+    """Question ids every arm has a record for (all of them unless a deadline stopped the run)."""
+    by_arm = {a: {r.id for r in records if r.arm == a} for a in arms}
+    return set.intersection(*by_arm.values()) if by_arm else set()
+
+
 def suite_items(suite: EvalSuite, seed: int) -> list[EvalItem]:
     if suite.data is None:
         raise ConfigError("no eval data: give --data FILE (or `data:` in the suite file)")
@@ -42,8 +48,14 @@ def evaluate(
     progress: bool = True,
     title: str = "ragtune eval",
     extra_meta: dict[str, Any] | None = None,
+    *,
+    block: int | None = None,
+    deadline: float | None = None,
 ) -> EvalRun:
-    """Run (or resume) every arm of the suite on the same items and write the reports."""
+    """Run (or resume) every arm of the suite on the same items and write the reports.
+
+    With `deadline`, the reports cover the questions every arm finished by then (see `run_arms`).
+    """
     seed = suite.seed if suite.seed is not None else config.generation.seed
     items = items if items is not None else suite_items(suite, seed)
     scoring = Scoring.from_config(
@@ -76,7 +88,14 @@ def evaluate(
         suite.snapshot,
         config.eval.latency_samples,
         progress,
+        block=block,
+        deadline=deadline,
     )
+    planned = len(items)
+    finished = _finished_by_all(records, [a.name for a in suite.arms])
+    if len(finished) < planned:
+        records = [r for r in records if r.id in finished]
+        items = [it for it in items if it.id in finished]
     summary = summarize(records)
     sections: dict[str, str] = {}
     fresh_doc: dict[str, Any] | None = None
@@ -98,6 +117,7 @@ def evaluate(
             "dataset_kind": suite.dataset,
             "dataset_hash": data_hash,
             "questions": len(items),
+            "questions_planned": planned,
             "seed": seed,
             "backend": backend.name,
             "alpha": config.eval.alpha,

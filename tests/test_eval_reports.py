@@ -127,3 +127,66 @@ def test_eval_cli_rejects_bad_data_before_loading_models(tmp_path: Path, monkeyp
     err = capsys.readouterr().err.strip()
     assert done.value.code == 2 and err.startswith("error: ") and "qa.jsonl:1" in err and "\n" not in err
     assert not (tmp_path / "o" / "records.jsonl").exists()
+
+
+class Scripted:
+    """A backend that answers "yes" at once and logs each call: the runner's scheduling, no model."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def current_snapshot(self) -> str | None:
+        return None
+
+    def answer(self, questions, arm, snapshot):  # type: ignore[no-untyped-def]
+        from ragtune.core.types import Answer
+
+        self.calls.append((arm.name, [q.split()[-1] for q in questions]))
+        return [Answer(answer="yes", mode=arm.mode) for _ in questions]
+
+    def ranked_docs(self, questions, arm, snapshot, depth):  # type: ignore[no-untyped-def]
+        return None
+
+    def context_texts(self, answer):  # type: ignore[no-untyped-def]
+        return None
+
+
+def test_blocks_interleave_arms_and_a_deadline_leaves_paired_records(tmp_path: Path):
+    import time
+
+    from ragtune.eval.arms import EvalSuite
+    from ragtune.eval.runner import Journal, run_arms
+    from ragtune.eval.session import evaluate
+
+    cfg = load_config(workspace=tmp_path / "ws", environ={}, overrides={"eval": {"latency_samples": 1}})
+    items = [EvalItem(id=f"q{i}", question=f"question q{i}", answers=["yes"]) for i in range(5)]
+    arms = EvalSuite.model_validate({"arms": ["base", "ft"]}).arms
+    b = Scripted()
+    recs = run_arms(b, items, arms, cfg, None, None, None, 1, False, block=2)
+    assert b.calls == [
+        ("base", ["q0"]),  # the latency sample, alone
+        ("base", ["q1"]),
+        ("ft", ["q0"]),
+        ("ft", ["q1"]),
+        ("base", ["q2", "q3"]),  # later blocks: batched only
+        ("ft", ["q2", "q3"]),
+        ("base", ["q4"]),
+        ("ft", ["q4"]),
+    ]
+    assert [(r.arm, r.id) for r in recs] == [(a, f"q{i}") for a in ("base", "ft") for i in range(5)]
+    assert [r.batched for r in recs if r.arm == "base"] == [False, True, True, True, True]
+
+    journal = Journal(tmp_path / "j.jsonl")
+    late = Scripted()
+    first = run_arms(late, items, arms, cfg, journal, None, None, 1, False, block=2, deadline=time.monotonic() - 1)
+    assert {(r.arm, r.id) for r in first} == {(a, q) for a in ("base", "ft") for q in ("q0", "q1")}
+    rest = run_arms(late, items, arms, cfg, journal, None, None, 1, False, block=2)
+    assert len(rest) == 10 and sum(len(ids) for _, ids in late.calls) == 10  # nothing answered twice
+
+    suite = EvalSuite.model_validate({"arms": ["base", "ft"]})
+    run = evaluate(cfg, suite, Scripted(), tmp_path / "out", items=items, progress=False, block=2, deadline=0.0)
+    doc = json.loads(run.json_path.read_text())
+    assert doc["manifest"]["questions"] == 2 and doc["manifest"]["questions_planned"] == 5
+    assert {a: s["n"] for a, s in doc["summary"].items()} == {"base": 2, "ft": 2}
