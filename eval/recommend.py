@@ -308,6 +308,25 @@ def _fewshot(w: _Writer) -> None:
         )
 
 
+def _raft(w: _Writer) -> None:
+    """Whether teaching the generator to read retrieved context (RAFT) paid over plain SFT in hybrid."""
+    c = w.f.comparison("hybrid-raft", "hybrid", w.f.metric)
+    if c is None or w.f.arm("hybrid-raft") is None or w.f.arm("hybrid") is None:
+        return
+    if c.significant and c.diff > 0:
+        w.say(
+            f"Training on retrieved context pays: the RAFT adapter lifts hybrid by {c.diff:+.3f} {w.compare(c)} "
+            "over the plain fine-tune."
+        )
+    elif c.significant:
+        w.say(f"The RAFT adapter does worse in hybrid than the plain fine-tune, by {c.diff:+.3f} {w.compare(c)}.")
+    else:
+        w.say(
+            f"The RAFT adapter and the plain fine-tune do equally well in hybrid ({c.diff:+.3f} {w.compare(c)}, "
+            "not significant), so the simpler training is enough here."
+        )
+
+
 def recommend(figs: VerdictFigures) -> Recommendation:
     """Pick an arm and explain why, from the figures only."""
     if not figs.arms:
@@ -332,6 +351,7 @@ def recommend(figs: VerdictFigures) -> Recommendation:
         _latency(w, choice)
     _format(w)
     _fewshot(w)
+    _raft(w)
     _update(w)
     _curve(w)
     return Recommendation(choice=choice.arm, sentences=w.sentences, figures=w.book.figures)

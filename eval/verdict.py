@@ -9,11 +9,9 @@ are asked again.
 from __future__ import annotations
 
 import itertools
-import re
 import resource
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +20,9 @@ from rich.console import Console
 from ragtune.core.adapters import read_card
 from ragtune.core.config import Config
 from ragtune.core.errors import DataError
-from ragtune.core.types import ContextBlock, Document
 from ragtune.eval import stats
 from ragtune.eval.arms import ArmSpec
-from ragtune.eval.data import EvalItem, load_items
+from ragtune.eval.data import EvalItem
 from ragtune.eval.learning_curve import nested_subsets
 from ragtune.eval.recommend import (
     ArmFigures,
@@ -39,24 +36,15 @@ from ragtune.eval.recommend import (
 )
 from ragtune.eval.report import manifest
 from ragtune.eval.runner import Record, Scoring, run_arms, summarize
+from ragtune.eval.update_cost import absorb_update
+from ragtune.eval.verdict_inputs import VerdictData
 from ragtune.eval.verdict_report import VerdictResult, write_verdict
 from ragtune.retrieval.index import Index
-from ragtune.retrieval.loaders import load_documents
 from ragtune.serving.pipeline import Pipeline
-from ragtune.tuning.data import Example, data_hash, load_examples
+from ragtune.tuning.data import Example, data_hash
 from ragtune.tuning.trainer import train_adapter
 
 METRIC = "token F1"
-
-
-@dataclass
-class VerdictInputs:
-    data: Path
-    train: Path
-    docs: list[Path]
-    out: Path
-    update: Path | None = None
-    update_data: Path | None = None
 
 
 def spread(items: Sequence[Any], n: int | None) -> list[Any]:
@@ -76,34 +64,6 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _sentence_with(text: str, answer: str) -> str | None:
-    for sentence in re.split(r"(?<=[.!?])\s+", text):
-        if answer.lower() in sentence.lower():
-            return sentence.strip()
-    return None
-
-
-def update_examples(items: Sequence[EvalItem], docs: dict[str, Document]) -> list[Example]:
-    """House-style training examples teaching the changed facts, from the new documents' own sentences."""
-    out: list[Example] = []
-    for it in items:
-        doc = next((docs[d] for d in it.doc_ids if d in docs), None)
-        if doc is None:
-            continue
-        sentence = _sentence_with(doc.text, it.answers[0])
-        if sentence is None:
-            continue
-        out.append(
-            Example(
-                question=it.question,
-                answer=f"{sentence}\nSources: {doc.title}",
-                context=[ContextBlock(title=doc.title, text=sentence)],
-                group=doc.id,
-            )
-        )
-    return out
-
-
 class _Trainer:
     """Train an adapter unless one with the same data and base model is already there."""
 
@@ -111,16 +71,32 @@ class _Trainer:
         self.config = config
         self.console = console
 
-    def __call__(self, examples: list[Example], name: str, epochs: float | None = None) -> float:
-        card_dir = self.config.adapters_dir / name
+    def __call__(
+        self, examples: list[Example], name: str, snapshot: str | None = None, tuning: dict[str, Any] | None = None
+    ) -> float:
+        config = self.config
+        if tuning:
+            config = config.model_copy(update={"tuning": config.tuning.model_copy(update=tuning)})
+        card_dir = config.adapters_dir / name
         if (card_dir / "adapter_card.json").is_file():
             card = read_card(card_dir)
-            if card.data_hash == data_hash(examples) and card.base_model == self.config.models.generator:
+            if card.data_hash == data_hash(examples) and card.base_model == config.models.generator:
                 self.console.print(f"adapter '{name}' already trained on this data ({card.wall_time_s:.0f} s); reused")
                 return float(card.wall_time_s or 0.0)
         self.console.print(f"training '{name}' on {len(examples)} examples")
-        result = train_adapter(examples, name, self.config, epochs=epochs)
+        result = train_adapter(examples, name, config, snapshot=snapshot)
         return float(result.card.wall_time_s or 0.0)
+
+    def retune(self, examples: list[Example], name: str, init: str) -> float:
+        """Always trained (it is a measurement): continue `init` on the changed facts, no held-out split."""
+        tuning = self.config.tuning.model_copy(update={"val_fraction": 0.0, "test_fraction": 0.0})
+        config = self.config.model_copy(update={"tuning": tuning})
+        self.console.print(f"re-tuning '{init}' on {len(examples)} changed-fact examples")
+        t0 = time.perf_counter()
+        train_adapter(
+            examples, name, config, epochs=self.config.verdict.retune_epochs, init_adapter=config.adapters_dir / init
+        )
+        return time.perf_counter() - t0
 
 
 def _estimate(values: Sequence[float | None], seed: int) -> Estimate | None:
@@ -182,31 +158,108 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def run_verdict(config: Config, inputs: VerdictInputs, console: Console | None = None) -> dict[str, Path]:
+def _raft_examples(
+    examples: list[Example], index: Index, config: Config, snapshot: str | None, console: Console
+) -> list[Example] | None:
+    """RAFT training data from the live index, or None (with the reason printed) when it cannot be built."""
+    if not config.verdict.raft:
+        return None
+    if not any(e.doc_id for e in examples):
+        console.print("no training example names its gold document (doc_id): no RAFT arm")
+        return None
+    from ragtune.tuning.raft import build_raft_examples
+
+    tc = config.tuning
+    return build_raft_examples(
+        examples, index, k=tc.raft_k, p=tc.raft_p, seed=tc.seed, snapshot=snapshot, mode=tc.raft_search_mode
+    )
+
+
+def raft_tuning(config: Config) -> dict[str, Any]:
+    """RAFT prompts carry k retrieved chunks (up to the embedder's 256-token window each), so they need
+    room the plain fine-tune does not; half the micro-batch with twice the accumulation keeps memory flat.
+    Context dropout is off: RAFT's own gold-dropping (1 - p) already teaches answering without the gold."""
+    tc = config.tuning
+    room = tc.raft_k * 256 + 256
+    if tc.max_length >= room:
+        return {"context_dropout": 0.0}
+    return {
+        "max_length": room,
+        "context_dropout": 0.0,
+        "batch_size": max(1, tc.batch_size // 2),
+        "grad_accum": tc.grad_accum * (2 if tc.batch_size > 1 else 1),
+    }
+
+
+def _curve(
+    pipeline: Pipeline,
+    config: Config,
+    items: list[EvalItem],
+    records: list[Record],
+    subsets: dict[float, list[Example]],
+    adapter_of: dict[float, str],
+    scoring: Scoring,
+    snapshot: str | None,
+) -> list[CurvePoint]:
+    """ft and hybrid per training share; the 100% point reuses the main run's answers to the same questions."""
+    curve_items = spread(items, config.verdict.curve_eval_limit)
+    ids = {it.id for it in curve_items}
+    curve: list[CurvePoint] = []
+    for f in sorted(subsets):
+        if f == 1.0:
+            rs = [r for r in records if r.id in ids and r.arm in ("ft", "hybrid")]
+        else:
+            arms = [
+                ArmSpec(name="ft", mode="ft", adapter=adapter_of[f]),
+                ArmSpec(name="hybrid", mode="hybrid", adapter=adapter_of[f]),
+            ]
+            rs = run_arms(pipeline, curve_items, arms, config, scoring=scoring, snapshot=snapshot)
+        for arm_name in ("ft", "hybrid"):
+            mine = [r for r in rs if r.arm == arm_name]
+            curve.append(
+                CurvePoint(
+                    arm=arm_name,
+                    fraction=f,
+                    n_examples=len(subsets[f]),
+                    quality=_mean([r.f1 for r in mine]) or 0.0,
+                    format=_mean([r.format_ok for r in mine]),
+                )
+            )
+    return curve
+
+
+def run_verdict(config: Config, data: VerdictData, out: Path, console: Console | None = None) -> dict[str, Path]:
     console = console or Console()
     vc = config.verdict
     seed = config.generation.seed
     notes: list[str] = []
     config.workspace.mkdir(parents=True, exist_ok=True)
+    if not data.items:
+        raise DataError("the verdict needs at least one eval question")
+    if not data.examples:
+        raise DataError("the verdict needs at least one training example")
 
     console.rule("1. index the documents")
-    docs = load_documents(inputs.docs)
-    if not docs:
-        raise DataError(f"no documents found in {', '.join(map(str, inputs.docs))}")
     index = Index(config.index_dir, config.retrieval, config.models.embedder)
     t0 = time.perf_counter()
-    built = index.upsert(docs)
+    built = index.upsert(data.docs)
     index_build_s = time.perf_counter() - t0
     console.print(f"{built.summary()} in {index_build_s:.1f} s")
+    if built.unchanged and not (built.added or built.updated):
+        notes.append(
+            f"the workspace index already held these documents, so the index build time ({index_build_s:.1f} s) "
+            "is that of a no-op check; use a fresh workspace to measure a build"
+        )
     snapshot = index.snapshot
 
-    console.rule("2. train: the full set and the learning-curve subsets")
-    examples = load_examples(inputs.train)
+    console.rule("2. train: the full set, the learning-curve subsets and RAFT")
     fractions = sorted(set(vc.curve_fractions) | {1.0})
-    subsets = nested_subsets(examples, fractions, seed)
+    subsets = nested_subsets(data.examples, fractions, seed)
     train = _Trainer(config, console)
     adapter_of = {f: f"verdict-ft-{round(100 * f)}" for f in fractions}
     train_s = {f: train(subsets[f], adapter_of[f]) for f in fractions}
+    raft = _raft_examples(subsets[1.0], index, config, snapshot, console)
+    raft_s = train(raft, "verdict-raft", snapshot=snapshot, tuning=raft_tuning(config)) if raft else None
     peak_mb = _peak_rss_mb()
 
     pipeline = Pipeline.from_config(config, with_index=False)
@@ -223,82 +276,33 @@ def run_verdict(config: Config, inputs: VerdictInputs, console: Console | None =
         ArmSpec(name="rag", mode="rag"),
         ArmSpec(name="hybrid", mode="hybrid", adapter=full),
     ]
+    if raft:
+        arms.append(ArmSpec(name="hybrid-raft", mode="hybrid", adapter="verdict-raft"))
     if vc.few_shot_k == 0:
         arms = [a for a in arms if a.name != "few-shot"]
     scoring = Scoring.from_config(config)
 
     console.rule("3. evaluate every arm on the same questions and snapshot")
-    items = spread(load_items(inputs.data), vc.eval_limit)
+    items = spread(data.items, vc.eval_limit)
     records = run_arms(pipeline, items, arms, config, scoring=scoring, snapshot=snapshot)
     names = [a.name for a in arms]
-    figures = _arm_figures(records, seed)
 
     console.rule("4. learning curve")
-    curve_items = spread(items, vc.curve_eval_limit)
-    curve_ids = {it.id for it in curve_items}
-    curve: list[CurvePoint] = []
-    for f in fractions:
-        if f == 1.0:
-            rs = [r for r in records if r.id in curve_ids and r.arm in ("ft", "hybrid")]
-        else:
-            curve_arms = [
-                ArmSpec(name="ft", mode="ft", adapter=adapter_of[f]),
-                ArmSpec(name="hybrid", mode="hybrid", adapter=adapter_of[f]),
-            ]
-            rs = run_arms(pipeline, curve_items, curve_arms, config, scoring=scoring, snapshot=snapshot)
-        for arm_name in ("ft", "hybrid"):
-            mine = [r for r in rs if r.arm == arm_name]
-            curve.append(
-                CurvePoint(
-                    arm=arm_name,
-                    fraction=f,
-                    n_examples=len(subsets[f]),
-                    quality=_mean([r.f1 for r in mine]) or 0.0,
-                    format=_mean([r.format_ok for r in mine]),
-                )
-            )
+    curve = _curve(pipeline, config, items, records, subsets, adapter_of, scoring, snapshot)
 
     update: list[UpdateCost] = []
-    if inputs.update is not None:
+    if data.new_docs:
         console.rule("5. a document change: re-index for rag/hybrid, re-tune for ft")
-        if inputs.update_data is None:
-            raise DataError("--update needs --update-data: questions whose answers the update changes")
-        changed = load_items(inputs.update_data)
-        new_docs = load_documents([inputs.update])
-        t0 = time.perf_counter()
-        upd = index.upsert(new_docs)
-        ingest_s = time.perf_counter() - t0
-        console.print(f"update: {upd.summary()} in {ingest_s:.2f} s")
-        retune_examples = update_examples(changed, {d.id: d for d in new_docs})
-        if not retune_examples:
-            notes.append("no changed fact could be located in the new documents: ft was not re-tuned")
-            retune_s = None
-        else:
-            retune_s = train([*subsets[1.0], *retune_examples], "verdict-ft-retuned")
-            notes.append(
-                f"ft absorbs the change by re-training on the training set plus {len(retune_examples)} examples "
-                "built from the changed sentences of the new documents (the same facts the update questions ask)"
-            )
-        after_arms = [a for a in arms if a.name in ("base", "few-shot", "rag", "hybrid")]
-        if retune_s is not None:
-            after_arms.append(ArmSpec(name="ft", mode="ft", adapter="verdict-ft-retuned"))
-        after = run_arms(pipeline, changed, after_arms, config, scoring=scoring, snapshot=index.snapshot)
-        how = {"rag": ("ingest", ingest_s), "hybrid": ("ingest", ingest_s), "ft": ("retune", retune_s)}
-        for a in after_arms:
-            method, secs = how.get(a.name, ("none", None))
-            update.append(
-                UpdateCost(
-                    arm=a.name,
-                    method=method,
-                    seconds=secs,
-                    changed_correct=_mean([r.contains for r in after if r.arm == a.name]),
-                    n_changed=len(changed),
-                )
-            )
+        if not data.changed:
+            raise DataError("a document update needs questions about the changed facts (--update-data)")
+        outcome = absorb_update(config, index, pipeline, arms, data.new_docs, data.changed, train.retune, scoring)
+        update, notes = outcome.costs, notes + outcome.notes
+        console.print("\n".join(outcome.notes))
 
+    setup_notes = f"RAFT adapter trained in {raft_s:.0f} s" if raft_s is not None else None
     figs = VerdictFigures(
         metric=METRIC,
-        arms=figures,
+        arms=_arm_figures(records, seed),
         comparisons=_comparisons(records, names, seed, config.eval.alpha),
         update=update,
         setup=SetupCost(
@@ -309,6 +313,8 @@ def run_verdict(config: Config, inputs: VerdictInputs, console: Console | None =
         ),
         curve=curve,
     )
+    if setup_notes:
+        notes.append(setup_notes)
     result = VerdictResult(
         figures=figs,
         recommendation=recommend(figs),
@@ -316,18 +322,15 @@ def run_verdict(config: Config, inputs: VerdictInputs, console: Console | None =
             config,
             {
                 "snapshot": snapshot,
-                "data": str(inputs.data),
-                "train": str(inputs.train),
-                "docs": [str(d) for d in inputs.docs],
-                "update": str(inputs.update) if inputs.update else None,
+                **data.sources,
                 "questions": len(items),
-                "curve_questions": len(curve_items),
+                "train_examples": len(data.examples),
                 "seed": seed,
             },
         ),
         notes=notes,
     )
-    paths = write_verdict(inputs.out, result)
+    paths = write_verdict(out, result)
     console.rule("verdict")
     console.print(f"[bold]Recommendation: {result.recommendation.choice}[/]")
     console.print(result.recommendation.text)

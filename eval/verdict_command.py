@@ -28,6 +28,10 @@ def verdict(
     sample: Annotated[
         bool, typer.Option("--sample", help="Use the bundled sample domain for every input not given.")
     ] = False,
+    suite: Annotated[
+        Path | None,
+        typer.Option("--suite", help="Verdict suite YAML declaring the inputs (or dataset: cmu_qa); docs/verdict.md."),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for verdict.md/.html/.json.")] = Path("verdict-out"),
     workspace: Workspace = None,
     config: ConfigFile = None,
@@ -36,19 +40,26 @@ def verdict(
     confidence, latency, update cost, set-up cost and a learning curve; write a recommendation that
     cites every figure it rests on. Knobs: the `verdict` config section."""
     from ragtune.core.sample import sample_path
-    from ragtune.eval.verdict import VerdictInputs, run_verdict
+    from ragtune.eval.verdict import run_verdict
+    from ragtune.eval.verdict_inputs import VerdictSuite, load_suite, load_verdict_data
 
-    if sample:
-        data = data or sample_path("eval.jsonl")
-        train = train or sample_path("train.jsonl")
-        docs = docs or [sample_path("docs", "v1")]
-        update = update or sample_path("docs", "v2")
-        update_data = update_data or sample_path("eval_update.jsonl")
-    missing = [flag for flag, v in (("--data", data), ("--train", train), ("--docs", docs)) if not v]
-    if missing:
-        raise RagtuneError(f"missing {', '.join(missing)} (or pass --sample for the bundled sample domain)")
-    assert data is not None and train is not None and docs
+    flags = any(v for v in (data, train, docs, update, update_data))
+    if suite is not None:
+        if flags or sample:
+            raise RagtuneError("give either --suite or the input flags (--data, --train, --docs, ...), not both")
+        spec = load_suite(suite)
+    else:
+        if sample:
+            data = data or sample_path("eval.jsonl")
+            train = train or sample_path("train.jsonl")
+            docs = docs or [sample_path("docs", "v1")]
+            update = update or sample_path("docs", "v2")
+            update_data = update_data or sample_path("eval_update.jsonl")
+        missing = [flag for flag, v in (("--data", data), ("--train", train), ("--docs", docs)) if not v]
+        if missing:
+            raise RagtuneError(f"missing {', '.join(missing)} (or pass --sample, or --suite FILE)")
+        if update is not None and update_data is None:
+            raise RagtuneError("--update needs --update-data: questions whose answers the update changes")
+        spec = VerdictSuite(data=data, train=train, docs=docs or [], update=update, update_data=update_data)
     cfg = load_cli_config(workspace, config)
-    run_verdict(
-        cfg, VerdictInputs(data=data, train=train, docs=docs, out=out, update=update, update_data=update_data), console
-    )
+    run_verdict(cfg, load_verdict_data(spec), out, console)

@@ -110,6 +110,32 @@ def test_no_significant_difference_is_said_and_the_cheaper_arm_wins_the_tie() ->
     _cited_ok(tie)
 
 
+def test_raft_sentence_follows_its_comparison() -> None:
+    def with_raft(diff: float, significant: bool) -> VerdictFigures:
+        figs = _figs(hybrid_q=0.55, rag_q=0.35, significant=True)
+        figs.arms.append(_arm("hybrid-raft", 0.55 + diff, 0.95, 1700))
+        figs.comparisons.append(
+            Comparison(
+                a="hybrid",
+                b="hybrid-raft",
+                metric="token F1",
+                diff=-diff,
+                lo=-diff - 0.03,
+                hi=-diff + 0.03,
+                p_value=0.01 if significant else 0.5,
+                significant=significant,
+            )
+        )
+        return figs
+
+    pays = recommend(with_raft(0.08, True))
+    same = recommend(with_raft(0.01, False))
+    assert "lifts hybrid by +0.080" in pays.text and pays.choice == "hybrid-raft"
+    assert "equally well in hybrid (+0.010" in same.text and "not significant" in same.text
+    _cited_ok(pays)
+    _cited_ok(same)
+
+
 def test_nested_seeded_subsets() -> None:
     items = list(range(40))
     a = nested_subsets(items, [0.25, 0.5, 1.0], seed=3)
