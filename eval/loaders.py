@@ -64,6 +64,16 @@ def _clean_answer(text: str) -> str:
     return m.group(1).capitalize() if m and len(text) <= 5 else text
 
 
+def _repair(text: str) -> str:
+    """The question files mix encodings line by line (UTF-8, cp1252, latin-1), so they are read as
+    latin-1 (every byte maps) and each field is decoded again: UTF-8 when valid, else cp1252."""
+    raw = text.encode("latin-1")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", errors="replace")
+
+
 def load_cmu_qa(root: Path, test_fraction: float = 0.3, seed: int = 0, max_article_chars: int | None = None) -> EvalSet:
     """CMU-QA v1.2: one document per article title, questions grouped by (article, question).
 
@@ -78,13 +88,14 @@ def load_cmu_qa(root: Path, test_fraction: float = 0.3, seed: int = 0, max_artic
             "csv",
             str(year / "question_answer_pairs.txt"),
             delimiter="\t",
-            encoding="latin-1",  # the README's encoding for the question files
+            encoding="latin-1",  # lossless byte view; `_repair` decodes each field
             quoting=3,
             keep_default_na=False,
         )
         for row in rows:
-            title = " ".join(str(row["ArticleTitle"]).replace("_", " ").split())
-            q, a, rel = str(row["Question"]).strip(), str(row["Answer"]).strip(), str(row["ArticleFile"]).strip()
+            title = " ".join(_repair(str(row["ArticleTitle"])).replace("_", " ").split())
+            q, a = _repair(str(row["Question"])).strip(), _repair(str(row["Answer"])).strip()
+            rel = str(row["ArticleFile"]).strip()
             if not title or not q or rel in ("", "NULL"):
                 continue
             doc_id = "cmu:" + re.sub(r"\s+", "_", title.lower())

@@ -35,6 +35,9 @@ def test_cmu_qa_split_by_article_with_gold_documents():
     assert len({it.id for it in s.items + s.train}) == n
     yes_no = sum(it.answers[0] in ("Yes", "No") for it in s.items + s.train) / n
     assert 0.25 <= yes_no <= 0.55  # README: about 40% yes/no
+    everything = [t for it in s.items + s.train for t in (it.question, *it.answers)]
+    assert not [t for t in everything if "Ã" in t or "\x93" in t]  # mixed encodings decoded per field
+    assert any("Angoulême" in t for t in everything)
     again = load_cmu_qa(_need("cmu_qa"), test_fraction=0.3, seed=0)
     assert [it.id for it in again.items] == [it.id for it in s.items]  # seeded
     other = load_cmu_qa(_need("cmu_qa"), test_fraction=0.3, seed=1)
