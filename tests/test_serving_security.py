@@ -50,3 +50,11 @@ def test_key_lookup_and_loopback_helpers(serving_pipeline):
     ring = KeyRing(serving_pipeline({"api_keys": [{"key": ADMIN, "scope": "admin"}]}).config.serving)
     assert ring.identify(ADMIN) is not None and ring.identify(ADMIN[:-1]) is None and ring.identify(None) is None
     assert is_loopback("127.0.0.1") and is_loopback("::1") and not is_loopback("192.168.1.4")
+
+
+def test_keys_come_from_the_environment_too(tmp_path):
+    from ragtune.core.config import load_config
+
+    env = {"RAGTUNE_SERVING__API_KEYS": f"[{{key: {ADMIN}, scope: admin, name: ops}}]"}
+    ring = KeyRing(load_config(workspace=tmp_path, environ=env).serving)
+    assert not ring.open and ring.identify(ADMIN).name == "ops" and ring.identify(READ) is None
