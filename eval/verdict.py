@@ -9,6 +9,7 @@ are asked again.
 from __future__ import annotations
 
 import itertools
+import math
 import resource
 import time
 from collections.abc import Sequence
@@ -177,17 +178,20 @@ def _raft_examples(
 
 def raft_tuning(config: Config) -> dict[str, Any]:
     """RAFT prompts carry k retrieved chunks (up to the embedder's 256-token window each), so they need
-    room the plain fine-tune does not; half the micro-batch with twice the accumulation keeps memory flat.
-    Context dropout is off: RAFT's own gold-dropping (1 - p) already teaches answering without the gold."""
+    room the plain fine-tune does not. The micro-batch shrinks so it holds no more tokens than the plain
+    fine-tune's (memory stays flat: logits over a 49k vocabulary dominate it), and accumulation keeps
+    about the same effective batch. Context dropout is off: RAFT's own gold-dropping (1 - p) already
+    teaches answering without the gold chunk."""
     tc = config.tuning
     room = tc.raft_k * 256 + 256
     if tc.max_length >= room:
         return {"context_dropout": 0.0}
+    micro = max(1, tc.batch_size * tc.max_length // room)
     return {
         "max_length": room,
         "context_dropout": 0.0,
-        "batch_size": max(1, tc.batch_size // 2),
-        "grad_accum": tc.grad_accum * (2 if tc.batch_size > 1 else 1),
+        "batch_size": micro,
+        "grad_accum": max(1, math.ceil(tc.batch_size * tc.grad_accum / micro)),
     }
 
 
