@@ -125,7 +125,6 @@ def test_raft_training_gets_room_for_its_retrieved_chunks(config):
     short = config.model_copy(update={"tuning": config.tuning.model_copy(update={"max_length": 384, "raft_k": 3})})
     t = raft_tuning(short)
     assert t["max_length"] >= 3 * 256 and t["context_dropout"] == 0.0
-    assert t["batch_size"] * t["max_length"] <= short.tuning.batch_size * 384  # no more tokens per micro-batch
-    assert t["batch_size"] * t["grad_accum"] >= short.tuning.batch_size * short.tuning.grad_accum
+    assert t["batch_size"] == 1 and t["grad_accum"] == short.tuning.batch_size * short.tuning.grad_accum
     roomy = config.model_copy(update={"tuning": config.tuning.model_copy(update={"max_length": 2048})})
-    assert raft_tuning(roomy) == {"context_dropout": 0.0}
+    assert raft_tuning(roomy)["max_length"] == 2048
