@@ -16,6 +16,8 @@ def test_trained_adapter_has_card_and_loads(tiny_adapter: Path):
     assert card.hyperparameters["lr_scheduler"] == "cosine" and "q_proj" in card.hyperparameters["target_modules"]
     assert [h["epoch"] for h in card.history] == list(range(1, len(card.history) + 1))
     assert all(h["val_perplexity"] is not None for h in card.history)
+    assert all(0.0 <= (h["format_adherence"] or 0.0) <= 1.0 for h in card.history)
+    assert card.history[-1]["format_adherence"] is not None  # generated validation answers were checked
     assert (tiny_adapter / "adapter_model.safetensors").is_file()
     assert not (tiny_adapter / "checkpoints").exists()
     model, _ = load_generator_model("bundled:smollm2-135m-instruct")  # own copy: PEFT edits in place
