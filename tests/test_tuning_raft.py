@@ -137,3 +137,16 @@ def test_tuning_cli_mistakes_are_clear_errors(tmp_path: Path):
     assert isinstance(r.exception, RagtuneError) and "--data is required" in str(r.exception)
     r = runner.invoke(app, ["adapters", "merge", "nope", *ws])
     assert isinstance(r.exception, NotFoundError) and "unknown adapter 'nope'" in str(r.exception)
+
+
+def test_gold_chunk_is_the_one_holding_the_answer():
+    from ragtune.core.types import Chunk, Hit
+    from ragtune.tuning.raft import _gold_hit
+
+    hits = [
+        Hit(chunk=Chunk(id=i, doc_id="d", text=t), score=1.0 - i / 10, rank=i + 1)
+        for i, t in enumerate(["No mention here, not at all.", "It was founded in 1832 by settlers."])
+    ]
+    assert _gold_hit(hits, "1832.").chunk.id == 1  # holds the answer, though ranked second
+    assert _gold_hit(hits, "No").chunk.id == 0  # a yes/no answer: the best-ranked gold chunk
+    assert _gold_hit([], "x") is None

@@ -79,9 +79,9 @@ def _gold_hit(hits: list[Hit], answer: str) -> Hit | None:
     if not hits:
         return None
     needle = normalise(answer)
-    if len(needle) >= 3:
+    if len(needle) >= 4:  # "yes", "no" and the like say nothing about which chunk holds the answer
         for h in hits:
-            if needle in normalise(h.chunk.text):
+            if f" {needle} " in f" {normalise(h.chunk.text)} ":  # whole words only
                 return h
     return hits[0]
 
