@@ -163,6 +163,11 @@ class Generator:
                 raise NotFoundError(f"adapter '{name}' is not loaded")
             self.model.delete_adapter(name)
             del self.adapters[name]
+            # PEFT can leave the deleted adapter marked active, and `generate` then fails for every mode
+            if self.adapters:
+                self.model.set_adapter(next(iter(self.adapters)))
+            else:
+                self.model = self.model.unload()  # the plain base model again, no LoRA layers left
 
     def _select(self, adapter: str | None) -> Any:
         """Context manager that runs the model with `adapter` active (or none)."""

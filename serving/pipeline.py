@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ragtune.core.adapters import adapter_path, list_adapters
+from ragtune.core.adapters import (
+    CARD_NAME,
+    adapter_path,
+    check_base_model,
+    list_adapters,
+    read_card,
+    warn_if_drifted,
+)
 from ragtune.core.config import MODES, Config
 from ragtune.core.errors import ConfigError, DataError, NotFoundError
 from ragtune.core.generator import Generation, Generator
@@ -81,7 +88,14 @@ class Pipeline:
         return name
 
     def load_adapter(self, name: str, path: Path | None = None) -> None:
-        self.generator.load_adapter(name, path or adapter_path(self.config.adapters_dir, name))
+        """Refuse an adapter made for another base model; warn when a RAFT adapter's index has moved far."""
+        folder = path or adapter_path(self.config.adapters_dir, name)
+        card = read_card(folder) if (folder / CARD_NAME).is_file() else None
+        if card is not None:
+            check_base_model(card, self.config.models.generator)
+            if self.index is not None:
+                warn_if_drifted(card, self.index, self.config.tuning.drift_warn)
+        self.generator.load_adapter(name, folder)
 
     # retrieval ----------------------------------------------------------------------------------
     def _need_index(self) -> Index:
