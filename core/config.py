@@ -159,6 +159,11 @@ class VerdictConfig(_Section):
     curve_eval_limit: int | None = Field(48, ge=4, description="questions per learning-curve point")
     retune_epochs: float = Field(3.0, gt=0, description="epochs of the ft re-tune on the changed facts")
     raft: bool = Field(True, description="add a hybrid arm with a RAFT adapter when the data has gold documents")
+    raft_examples: int | None = Field(
+        64,
+        ge=1,
+        description="RAFT rows (a seeded subset) trained on top of the ft adapter; None: every row",
+    )
 
 
 class Config(_Section):

@@ -128,3 +128,43 @@ def test_raft_training_gets_room_for_its_retrieved_chunks(config):
     assert t["batch_size"] == 1 and t["grad_accum"] == short.tuning.batch_size * short.tuning.grad_accum
     roomy = config.model_copy(update={"tuning": config.tuning.model_copy(update={"max_length": 2048})})
     assert raft_tuning(roomy)["max_length"] == 2048
+
+
+def test_raft_adapter_continues_the_fine_tune_on_a_capped_seeded_subset(serving_pipeline):
+    from ragtune.eval.verdict import _raft_examples, raft_tuning
+    from ragtune.tuning.data import Example
+
+    pipeline = serving_pipeline(own_index=True)
+    verdict = pipeline.config.verdict.model_copy(update={"raft_examples": 2})
+    tuning = pipeline.config.tuning.model_copy(
+        update={
+            "val_fraction": 0.0,
+            "test_fraction": 0.0,
+            "raft_k": 2,
+            "batch_size": 1,
+            "grad_accum": 1,
+            "learning_rate": 2e-3,
+        }
+    )
+    config = pipeline.config.model_copy(update={"tuning": tuning, "verdict": verdict})
+    examples = [
+        Example(question=q, answer=a, doc_id=d)
+        for q, a, d in [
+            ("What does Basic cost?", "17 florins.\nSources: Zorblat Pricing", "zorblat-pricing"),
+            ("When is support open?", "Wednesdays 9 to 13.\nSources: Zorblat Support Hours", "zorblat-hours"),
+            ("Default colour?", "Mauve.\nSources: Zorblat Colours", "zorblat-colours"),
+        ]
+    ]
+    snapshot = pipeline.index.snapshot
+    raft = _raft_examples(examples, pipeline.index, config, snapshot, Console(quiet=True))
+    # the cap keeps a prefix of the (already shuffled) rows, each with the retriever's real chunks
+    assert raft is not None and [e.question for e in raft] == [e.question for e in examples[:2]]
+    assert all(e.context and len(e.context) <= 2 for e in raft)
+
+    train = _Trainer(config, Console(quiet=True))
+    train(raft, "raft-on-ft", snapshot=snapshot, tuning=raft_tuning(config), init="tiny")
+    card = read_card(config.adapters_dir / "raft-on-ft")
+    assert card.parent_adapter == "tiny" and card.snapshot == snapshot and card.n_train == 2
+    parent = load_file(str(config.adapters_dir / "tiny" / "adapter_model.safetensors"))
+    child = load_file(str(config.adapters_dir / "raft-on-ft" / "adapter_model.safetensors"))
+    assert parent.keys() == child.keys() and any(not parent[k].equal(child[k]) for k in parent)
