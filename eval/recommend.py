@@ -12,6 +12,13 @@ from collections.abc import Sequence
 from pydantic import BaseModel, Field
 
 FORMAT_TOLERANCE = 0.05  # an arm this much less format-adherent is not an equal choice
+LATENCY_TOLERANCE = 0.10  # p50 latencies this close are a draw (run-to-run noise); set-up cost decides
+# what an arm needs before its first answer, least first; arms named by the user rank with ft
+SETUP_ORDER = ("base", "few-shot", "rag", "ft", "hybrid", "hybrid-raft")
+
+
+def _setup_rank(arm: str) -> int:
+    return SETUP_ORDER.index(arm if arm in SETUP_ORDER else "ft")
 
 
 class Estimate(BaseModel):
@@ -240,7 +247,9 @@ def _update(w: _Writer) -> None:
     retune = [u for u in by_arm.values() if u.method == "retune"]
     if not ingest or not retune:
         return
-    i, r = min(ingest, key=lambda u: u.seconds or 0.0), min(retune, key=lambda u: u.seconds or 0.0)
+    # every ingest arm shares one re-index, so name the one that answers the changed facts best
+    i = max(ingest, key=lambda u: (u.changed_correct or 0.0, -(u.seconds or 0.0)))
+    r = min(retune, key=lambda u: u.seconds or 0.0)
     assert i.seconds is not None and r.seconds is not None
     ci = w.book.cite(f"{i.arm} update: re-ingest time", _secs(i.seconds))
     cr = w.book.cite(f"{r.arm} update: re-training time", _secs(r.seconds))
@@ -281,7 +290,8 @@ def _curve(w: _Writer) -> None:
 
 
 def _cheapest(figs: VerdictFigures, best: ArmFigures, names: Sequence[str]) -> ArmFigures:
-    """Among arms tied with the best on accuracy and not worse on format, the lowest p50 latency."""
+    """Among arms tied with the best on accuracy and not worse on format, the lowest p50 latency; latencies
+    within LATENCY_TOLERANCE of that are a draw, which the arm needing the least set-up wins."""
 
     def keeps_format(a: ArmFigures) -> bool:
         if best.format is None or a.format is None:
@@ -289,7 +299,9 @@ def _cheapest(figs: VerdictFigures, best: ArmFigures, names: Sequence[str]) -> A
         return a.format.mean >= best.format.mean - FORMAT_TOLERANCE
 
     cands = [a for a in figs.arms if a.arm in names and keeps_format(a)]
-    return min(cands, key=lambda a: a.p50_ms)
+    fastest = min(a.p50_ms for a in cands)
+    near = [a for a in cands if a.p50_ms <= fastest * (1 + LATENCY_TOLERANCE)]
+    return min(near, key=lambda a: (_setup_rank(a.arm), a.p50_ms))
 
 
 def _fewshot(w: _Writer) -> None:
@@ -339,12 +351,19 @@ def recommend(figs: VerdictFigures) -> Recommendation:
         cheaper = _cheapest(figs, best, [best.arm, *tied])
         if cheaper.arm != best.arm:
             choice = cheaper
-            w.say(
-                f"Because the difference is not significant, the cheaper {cheaper.arm} is the recommendation: "
-                f"{cheaper.p50_ms:.0f} ms p50 {w.book.cite(f'{cheaper.arm} p50 latency', f'{cheaper.p50_ms:.0f} ms')} "
-                f"against {best.p50_ms:.0f} ms {w.book.cite(f'{best.arm} p50 latency', f'{best.p50_ms:.0f} ms')} "
-                f"for {best.arm}."
-            )
+            c_lat = w.book.cite(f"{cheaper.arm} p50 latency", f"{cheaper.p50_ms:.0f} ms")
+            b_lat = w.book.cite(f"{best.arm} p50 latency", f"{best.p50_ms:.0f} ms")
+            if best.p50_ms > cheaper.p50_ms * (1 + LATENCY_TOLERANCE):
+                w.say(
+                    f"Because the difference is not significant, the cheaper {cheaper.arm} is the recommendation: "
+                    f"{cheaper.p50_ms:.0f} ms p50 {c_lat} against {best.p50_ms:.0f} ms {b_lat} for {best.arm}."
+                )
+            else:
+                w.say(
+                    f"Because the difference is not significant and the p50 latencies are within "
+                    f"{LATENCY_TOLERANCE:.0%} ({cheaper.p50_ms:.0f} ms {c_lat} against {best.p50_ms:.0f} ms {b_lat}), "
+                    f"{cheaper.arm}, which needs less set-up than {best.arm}, is the recommendation."
+                )
     if choice.arm == best.arm:
         lead = "the significant accuracy leader" if not tied else "the accuracy leader"
         w.say(f"We recommend {choice.arm}, {lead} {w.quality(choice.arm)}.")

@@ -97,6 +97,10 @@ def test_figures_carry_the_numbers_they_cite() -> None:
     assert values["hybrid update: re-ingest time"] == "0.8 s"
     assert "119x longer" in rec.text  # 95 s / 0.8 s
     assert "still rising" in rec.text  # 0.40 -> 0.48
+    # of two arms sharing one re-index, the sentence names the one that got more changed facts right
+    figs = _figs(hybrid_q=0.55, rag_q=0.35, significant=True)
+    figs.update.insert(0, UpdateCost(arm="rag", method="ingest", seconds=0.8, changed_correct=0.4, n_changed=20))
+    assert "reaches hybrid in 0.8 s" in recommend(figs).text
 
 
 def test_no_significant_difference_is_said_and_the_cheaper_arm_wins_the_tie() -> None:
@@ -108,6 +112,20 @@ def test_no_significant_difference_is_said_and_the_cheaper_arm_wins_the_tie() ->
     tie_bad_format = recommend(_figs(hybrid_q=0.50, rag_q=0.48, significant=False, rag_fmt=0.10))
     assert tie_bad_format.choice == "hybrid"
     _cited_ok(tie)
+
+
+def test_a_latency_within_noise_does_not_make_an_arm_cheaper() -> None:
+    figs = _figs(hybrid_q=0.50, rag_q=0.48, significant=False, rag_fmt=0.95)
+    figs.arms[2] = _arm("rag", 0.48, 0.95, 1650)  # 3% faster than hybrid's 1700 ms: a draw on latency
+    near = recommend(figs)
+    assert near.choice == "rag" and "needs less set-up than hybrid" in near.text  # rag needs no training
+    figs.arms[2] = _arm("rag", 0.48, 0.95, 1000)
+    far = recommend(figs)
+    assert far.choice == "rag" and "the cheaper rag" in far.text
+    figs.arms[3] = _arm("hybrid", 0.50, 0.95, 1050)  # hybrid is the leader and within 10% of rag: still rag
+    assert recommend(figs).choice == "rag"
+    for rec in (near, far):
+        _cited_ok(rec)
 
 
 def test_raft_sentence_follows_its_comparison() -> None:
@@ -132,6 +150,8 @@ def test_raft_sentence_follows_its_comparison() -> None:
     same = recommend(with_raft(0.01, False))
     assert "lifts hybrid by +0.080" in pays.text and pays.choice == "hybrid-raft"
     assert "equally well in hybrid (+0.010" in same.text and "not significant" in same.text
+    # a tie at the same latency goes to the arm with less set-up: RAFT is trained on top of the fine-tune
+    assert same.choice == "hybrid" and "needs less set-up than hybrid-raft" in same.text
     _cited_ok(pays)
     _cited_ok(same)
 
