@@ -72,6 +72,10 @@ class RetrievalConfig(_Section):
 class PromptConfig(_Section):
     system_prompt: str = HOUSE_STYLE_SYSTEM_PROMPT
     max_context_tokens: int = Field(900, ge=64, description="retrieved text beyond this is cut")
+    compress: Literal["none", "sentences"] = Field(
+        "none",
+        description="sentences: keep only the retrieved sentences nearest the question, within max_context_tokens",
+    )
 
 
 class GenerationConfig(_Section):

@@ -9,6 +9,7 @@ A suite YAML names the data, the arms and what they share (seed, pinned snapshot
       ft: {adapter: house-style}
       rag-k5: {mode: rag, top_k: 5, search_mode: hybrid}
       hybrid-terse: {mode: hybrid, system_prompt: "Answer in five words.", max_new_tokens: 16}
+      hybrid-short: {mode: hybrid, compress: sentences, max_context_tokens: 160}
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class ArmSpec(BaseModel):
     search_mode: SearchMode | None = None
     system_prompt: str | None = None
     max_new_tokens: int | None = Field(None, ge=1, le=2048)
+    max_context_tokens: int | None = Field(None, ge=64, description="budget for retrieved text in the prompt")
+    compress: Literal["none", "sentences"] | None = Field(None, description="context compression (prompt.compress)")
     retrieval_only: bool = Field(False, description="search only, no generation (retrieval metrics)")
 
     @property

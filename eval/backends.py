@@ -59,7 +59,11 @@ class InProcessBackend:
             kw["top_k"] = arm.top_k
         if arm.max_new_tokens is not None:
             kw["max_new_tokens"] = arm.max_new_tokens
-        old_builder, old_mode = p.builder, None
+        old_builder, old_mode, old_prompt = p.builder, None, p.config.prompt
+        context = {"compress": arm.compress, "max_context_tokens": arm.max_context_tokens}
+        context = {k: v for k, v in context.items() if v is not None}
+        if context:
+            p.config.prompt = old_prompt.model_copy(update=context)
         if arm.system_prompt is not None:
             p.builder = PromptBuilder(p.generator.tokenizer, arm.system_prompt)
         if arm.search_mode is not None:
@@ -72,6 +76,7 @@ class InProcessBackend:
             yield kw
         finally:
             p.builder = old_builder
+            p.config.prompt = old_prompt
             if old_mode is not None and p.index is not None:
                 p.index.config.search_mode = old_mode
 
@@ -136,8 +141,11 @@ class HttpBackend:
         return self._snapshot
 
     def _one(self, question: str, arm: ArmSpec, snapshot: str | None) -> Answer:
-        if arm.system_prompt is not None or arm.search_mode is not None:
-            raise RagtuneError(f"arm '{arm.name}': system_prompt and search_mode cannot be set through the API")
+        server_side = ("system_prompt", "search_mode", "compress", "max_context_tokens")
+        if any(getattr(arm, key) is not None for key in server_side):
+            raise RagtuneError(
+                f"arm '{arm.name}': {', '.join(server_side)} are server settings and cannot be set through the API"
+            )
         body: dict[str, Any] = {"question": question, "mode": arm.mode}
         for key in ("adapter", "top_k", "max_new_tokens"):
             if getattr(arm, key) is not None:

@@ -30,6 +30,7 @@ from ragtune.core.generator import Generation, Generator
 from ragtune.core.models import load_generator_model
 from ragtune.core.prompt import PromptBuilder
 from ragtune.core.types import Answer, Citation, ContextBlock, Hit, Timings, Usage
+from ragtune.retrieval.compress import compress_hits
 from ragtune.retrieval.index import Index
 
 T = TypeVar("T")
@@ -142,22 +143,26 @@ class Pipeline:
                 extra["mode"] = search_mode
             return index.search_many(list(questions), k, **extra), pinned
 
-    def _contexts(self, hits: list[Hit]) -> list[ContextBlock]:
+    def _contexts(self, question: str, hits: list[Hit]) -> tuple[list[ContextBlock], list[Hit]]:
+        """The blocks the prompt shows and the hits they came from (what the answer cites)."""
         budget = self.config.prompt.max_context_tokens
-        blocks: list[ContextBlock] = []
+        if self.config.prompt.compress == "sentences" and hits:
+            kept = compress_hits(question, hits, self._need_index().embed, self.generator.count_tokens, budget)
+            return [ContextBlock(title=k.hit.chunk.title, text=k.text) for k in kept], [k.hit for k in kept]
+        used: list[Hit] = []
         for hit in hits:
             cost = self.generator.count_tokens(hit.chunk.text)
-            if blocks and cost > budget:
+            if used and cost > budget:
                 break
-            blocks.append(ContextBlock(title=hit.chunk.title, text=hit.chunk.text))
+            used.append(hit)
             budget -= cost
-        return blocks
+        return [ContextBlock(title=h.chunk.title, text=h.chunk.text) for h in used], used
 
     @staticmethod
-    def _citations(hits: list[Hit], n_used: int) -> list[Citation]:
+    def _citations(hits: list[Hit]) -> list[Citation]:
         return [
             Citation(n=i, doc_id=h.chunk.doc_id, chunk_id=h.chunk.id, title=h.chunk.title, score=round(h.score, 4))
-            for i, h in enumerate(hits[:n_used], 1)
+            for i, h in enumerate(hits, 1)
         ]
 
     def _check_questions(self, questions: Sequence[str]) -> None:
@@ -193,13 +198,13 @@ class Pipeline:
             self.check_snapshot(snapshot)
         out = []
         for q, h in zip(questions, hits, strict=True):
-            ctx = self._contexts(h) if mode in RETRIEVING else []
+            ctx, used = self._contexts(q, h) if mode in RETRIEVING else ([], [])
             out.append(
                 Prepared(
                     mode=mode,
                     adapter=name,
                     prompt=self.builder.prompt(q, ctx or None),
-                    citations=self._citations(h, len(ctx)),
+                    citations=self._citations(used),
                     snapshot=used_snapshot,
                     retrieve_ms=retrieve_ms,
                 )

@@ -1,0 +1,98 @@
+"""What context compression costs in accuracy: CMU-QA hybrid with whole chunks against hybrid with
+the retrieved text cut to its sentences nearest the question (`prompt.compress: sentences`).
+
+Same data, index, adapter, questions and seed as `bench/eval_cmuqa.py` (pass its --out folder to
+reuse its workspace and adapter); the two arms run in one process, so the comparison is paired.
+`bench/serving.py` measures the latency side (its `hybrid-short` row). Prints one JSON object on
+the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from eval_cmuqa import ADAPTER, DATA, ROOT, _config, _subset, _train  # type: ignore[import-not-found]
+
+from ragtune.eval.arms import EvalSuite
+from ragtune.eval.backends import InProcessBackend
+from ragtune.eval.loaders import load_cmu_qa, spread
+from ragtune.eval.session import evaluate
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="a few articles, 24 questions")
+    ap.add_argument("--out", type=Path, default=None, help="the eval_cmuqa folder (workspace ws/ is reused)")
+    ap.add_argument("--questions", type=int, default=None, help="test questions (default 320; quick 24)")
+    ap.add_argument("--train-examples", type=int, default=None, help="as in eval_cmuqa (default 64; quick 16)")
+    ap.add_argument("--short-context", type=int, default=160, help="token budget of the compressed arm")
+    ap.add_argument("--fresh", action="store_true", help="discard records of an earlier run")
+    args = ap.parse_args()
+    if not DATA.is_dir():
+        sys.exit(f"CMU-QA not found at {DATA}")
+    t_start = time.perf_counter()
+    out = args.out or ROOT / "bench-out" / ("eval_cmuqa-quick" if args.quick else "eval_cmuqa")
+    n_q = args.questions or (24 if args.quick else 320)
+
+    from ragtune.retrieval.index import Index
+    from ragtune.serving.pipeline import Pipeline
+
+    data = load_cmu_qa(DATA, test_fraction=0.3, seed=0)
+    if args.quick:
+        data = _subset(data, 3, 4)
+    cfg = _config(out / "ws", args.quick)
+    cfg.workspace.mkdir(parents=True, exist_ok=True)
+    index = Index(cfg.index_dir, cfg.retrieval, cfg.models.embedder)
+    index.upsert(data.documents, progress=not args.quick)  # a no-op on eval_cmuqa's index
+    pipeline = Pipeline.from_config(cfg, with_index=False)
+    pipeline.index = index
+    _train(cfg, pipeline, data.train, args.train_examples or (16 if args.quick else 64), not args.quick)
+
+    items = spread(data.items, n_q, seed=0)
+    random.Random(0).shuffle(items)
+    short = {"mode": "hybrid", "adapter": ADAPTER, "compress": "sentences", "max_context_tokens": args.short_context}
+    suite = EvalSuite.model_validate({"arms": {"hybrid": {"adapter": ADAPTER}, "hybrid-short": short}})
+    run = evaluate(
+        cfg,
+        suite,
+        InProcessBackend(pipeline),
+        out / "compress-report",
+        items=items,
+        fresh=args.fresh,
+        progress=not args.quick,
+        title=f"CMU-QA: hybrid with whole chunks vs compressed to {args.short_context} tokens",
+        extra_meta={"dataset": str(DATA), "dataset_kind": "cmu_qa", "split": "test (30% of articles, seed 0)"},
+    )
+    doc = json.loads(run.json_path.read_text())
+    records = [json.loads(line) for line in (run.json_path.parent / "records.jsonl").read_text().splitlines() if line]
+    tokens = {
+        a.name: round(statistics.mean(r["prompt_tokens"] for r in records if r["arm"] == a.name), 1) for a in suite.arms
+    }
+    summary = doc["summary"]
+    pair = {t["metric"]: t for t in doc["comparisons"]}
+    print(run.md_path.read_text() if not args.quick else "", flush=True)
+    result = {
+        "bench": "compress_cmuqa",
+        "quick": args.quick,
+        "questions": int(doc["manifest"]["questions"]),
+        "short_context_tokens": args.short_context,
+        "prompt_tokens": tokens,
+        "f1": {a: round(summary[a]["metrics"].get("f1", 0.0), 4) for a in summary},
+        "contains": {a: round(summary[a]["metrics"].get("contains", 0.0), 4) for a in summary},
+        "f1_pair": {k: pair["f1"][k] for k in ("a", "b", "diff", "low", "high", "p_holm", "verdict")}
+        if "f1" in pair
+        else None,
+        "wall_s": round(time.perf_counter() - t_start, 1),
+        "report_dir": str(run.json_path.parent),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
