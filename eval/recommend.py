@@ -289,16 +289,24 @@ def _curve(w: _Writer) -> None:
         )
 
 
+def _keeps_format(a: ArmFigures, than: ArmFigures) -> bool:
+    """a is an equal choice to `than` on the house format (or either has no format figure)."""
+    if than.format is None or a.format is None:
+        return True
+    return a.format.mean >= than.format.mean - FORMAT_TOLERANCE
+
+
+def _cheaper(a: ArmFigures, than: ArmFigures) -> bool:
+    """a is faster beyond noise, or as fast and needs less set-up."""
+    if a.p50_ms * (1 + LATENCY_TOLERANCE) < than.p50_ms:
+        return True
+    return a.p50_ms <= than.p50_ms * (1 + LATENCY_TOLERANCE) and _setup_rank(a.arm) < _setup_rank(than.arm)
+
+
 def _cheapest(figs: VerdictFigures, best: ArmFigures, names: Sequence[str]) -> ArmFigures:
     """Among arms tied with the best on accuracy and not worse on format, the lowest p50 latency; latencies
     within LATENCY_TOLERANCE of that are a draw, which the arm needing the least set-up wins."""
-
-    def keeps_format(a: ArmFigures) -> bool:
-        if best.format is None or a.format is None:
-            return True
-        return a.format.mean >= best.format.mean - FORMAT_TOLERANCE
-
-    cands = [a for a in figs.arms if a.arm in names and keeps_format(a)]
+    cands = [a for a in figs.arms if a.arm in names and _keeps_format(a, best)]
     fastest = min(a.p50_ms for a in cands)
     near = [a for a in cands if a.p50_ms <= fastest * (1 + LATENCY_TOLERANCE)]
     return min(near, key=lambda a: (_setup_rank(a.arm), a.p50_ms))
@@ -333,10 +341,35 @@ def _raft(w: _Writer) -> None:
     elif c.significant:
         w.say(f"The RAFT adapter does worse in hybrid than the plain fine-tune, by {c.diff:+.3f} {w.compare(c)}.")
     else:
-        w.say(
-            f"The RAFT adapter and the plain fine-tune do equally well in hybrid ({c.diff:+.3f} {w.compare(c)}, "
-            "not significant), so the simpler training is enough here."
+        raft, sft = w.f.arm("hybrid-raft"), w.f.arm("hybrid")
+        assert raft is not None and sft is not None
+        level = (
+            f"The RAFT adapter and the plain fine-tune are level on {w.f.metric} in hybrid "
+            f"({c.diff:+.3f} {w.compare(c)}, not significant)"
         )
+        if not _keeps_format(sft, raft) and raft.format is not None and sft.format is not None:
+            w.say(
+                f"{level}, but RAFT keeps the house format better: {raft.format.mean:.0%} "
+                f"{w.book.cite('hybrid-raft format adherence', _ci(raft.format))} against {sft.format.mean:.0%} "
+                f"{w.book.cite('hybrid format adherence', _ci(sft.format))}."
+            )
+        else:
+            w.say(f"{level}, so the simpler training is enough here.")
+
+
+def _format_kept(w: _Writer, choice: ArmFigures, tied: Sequence[str]) -> None:
+    """Name the cheaper arms tied on accuracy that the choice beats only on the house format."""
+    for name in tied:
+        other = w.f.arm(name)
+        if other is None or choice.format is None or other.format is None:
+            continue
+        if _cheaper(other, choice) and not _keeps_format(other, choice):
+            w.say(
+                f"It is chosen over {other.arm}, which ties on accuracy and is cheaper to run or set up, because "
+                f"{other.arm} follows the house format in {other.format.mean:.0%} of answers "
+                f"{w.book.cite(f'{other.arm} format adherence', _ci(other.format))} against {choice.format.mean:.0%} "
+                f"{w.book.cite(f'{choice.arm} format adherence', _ci(choice.format))}."
+            )
 
 
 def recommend(figs: VerdictFigures) -> Recommendation:
@@ -367,6 +400,7 @@ def recommend(figs: VerdictFigures) -> Recommendation:
     if choice.arm == best.arm:
         lead = "the significant accuracy leader" if not tied else "the accuracy leader"
         w.say(f"We recommend {choice.arm}, {lead} {w.quality(choice.arm)}.")
+        _format_kept(w, choice, tied)
         _latency(w, choice)
     _format(w)
     _fewshot(w)

@@ -73,6 +73,12 @@ class Pipeline:
             index = Index(config.index_dir, config.retrieval, config.models.embedder)
         return cls(config, gen, index)
 
+    def warm(self) -> Pipeline:
+        """Load the embedder now, so the first rag/hybrid request does not pay for it (a second or more)."""
+        if self.index is not None and self.index.stats()["chunks"]:
+            _ = self.index.model
+        return self
+
     # adapters -----------------------------------------------------------------------------------
     def resolve_adapter(self, mode: str, adapter: str | None) -> str | None:
         """The adapter a mode needs: the one asked for, the configured default, or the newest one."""

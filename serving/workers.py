@@ -64,7 +64,7 @@ def worker_app() -> FastAPI:
 
         torch.set_num_threads(spec.torch_threads)  # N workers share the cores instead of fighting over them
     cfg = load_config(spec.config_file, workspace=spec.workspace)
-    return create_app(Pipeline.from_config(cfg))
+    return create_app(Pipeline.from_config(cfg).warm())
 
 
 def run(cfg: Config, config_file: Path | None, bind: Bind) -> None:
@@ -75,7 +75,7 @@ def run(cfg: Config, config_file: Path | None, bind: Bind) -> None:
         from ragtune.serving.app import create_app
         from ragtune.serving.pipeline import Pipeline
 
-        uvicorn.run(create_app(Pipeline.from_config(cfg)), host=bind.host, port=bind.port)
+        uvicorn.run(create_app(Pipeline.from_config(cfg).warm()), host=bind.host, port=bind.port)
         return
     threads = max(1, (os.cpu_count() or 1) // bind.workers)
     spec = ServeSpec(

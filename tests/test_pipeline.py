@@ -42,3 +42,17 @@ def test_bad_inputs_are_clear(pipeline_factory, config, model_and_tokenizer):
         empty.answer("q", mode="rag")
     with pytest.raises(ConfigError, match="needs an adapter"):
         empty.answer("q", mode="ft")
+
+
+def test_warm_loads_the_embedder_of_a_reopened_index(pipeline_factory):
+    from ragtune.retrieval.index import Index
+
+    shared = pipeline_factory()
+    cfg = shared.config
+    reopened = Index(cfg.index_dir, cfg.retrieval, cfg.models.embedder)
+    try:
+        assert reopened._model is None  # opening an index loads no model
+        assert Pipeline(cfg, shared.generator, reopened).warm().index is reopened
+        assert reopened._model is not None
+    finally:
+        reopened.close()

@@ -149,11 +149,39 @@ def test_raft_sentence_follows_its_comparison() -> None:
     pays = recommend(with_raft(0.08, True))
     same = recommend(with_raft(0.01, False))
     assert "lifts hybrid by +0.080" in pays.text and pays.choice == "hybrid-raft"
-    assert "equally well in hybrid (+0.010" in same.text and "not significant" in same.text
+    assert "level on token F1 in hybrid (+0.010" in same.text and "simpler training is enough" in same.text
     # a tie at the same latency goes to the arm with less set-up: RAFT is trained on top of the fine-tune
     assert same.choice == "hybrid" and "needs less set-up than hybrid-raft" in same.text
     _cited_ok(pays)
     _cited_ok(same)
+
+
+def test_a_format_lead_keeps_the_dearer_arm_and_says_why() -> None:
+    """RAFT level with SFT on F1 but far ahead on format: hybrid-raft stays, and no sentence says otherwise."""
+    figs = _figs(hybrid_q=0.55, rag_q=0.35, significant=True)
+    figs.arms[3] = _arm("hybrid", 0.55, 0.55, 1700)
+    figs.arms.append(_arm("hybrid-raft", 0.60, 0.91, 1690))
+    figs.comparisons.append(
+        Comparison(
+            a="hybrid-raft",
+            b="hybrid",
+            metric="token F1",
+            diff=0.05,
+            lo=-0.01,
+            hi=0.11,
+            p_value=0.46,
+            significant=False,
+        )
+    )
+    rec = recommend(figs)
+    assert rec.choice == "hybrid-raft"
+    assert "chosen over hybrid, which ties on accuracy" in rec.text and "in 55% of answers" in rec.text
+    assert "RAFT keeps the house format better: 91%" in rec.text
+    assert "simpler training is enough" not in rec.text
+    _cited_ok(rec)
+    figs.arms[3] = _arm("hybrid", 0.55, 0.89, 1700)  # format within tolerance: the tie goes to less set-up
+    level = recommend(figs)
+    assert level.choice == "hybrid" and "chosen over" not in level.text and "simpler training is enough" in level.text
 
 
 def test_nested_seeded_subsets() -> None:
