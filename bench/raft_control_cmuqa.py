@@ -1,0 +1,65 @@
+"""The control for RAFT-on-top in the CMU-QA verdict: the same 64 rows, the same training settings
+and the same parent adapter, but plain SFT rows instead of RAFT rows.
+
+`verdict-raft` continues `verdict-ft-100` on 64 RAFT rows, so against `verdict-ft-100` it has had
+more training. This trains `verdict-sft-more`, which continues `verdict-ft-100` on those 64
+examples as they were for the fine-tune, with the RAFT run's tuning overrides. Serving it in hybrid
+next to `verdict-raft` (`bench/raft_vs_sft_cmuqa.yaml`, arm `hybrid-sft-more`) separates "RAFT
+rows" from "more steps". Run in the verdict's workspace, after the verdict:
+
+    python bench/raft_control_cmuqa.py -w WS     # then ragtune eval --suite bench/raft_vs_sft_cmuqa.yaml ...
+
+Prints one JSON object on the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from ragtune.core.config import load_config
+from ragtune.eval.learning_curve import nested_subsets
+from ragtune.eval.verdict import raft_tuning
+from ragtune.eval.verdict_inputs import load_suite, load_verdict_data
+from ragtune.tuning.trainer import train_adapter
+
+ROOT = Path(__file__).resolve().parents[1]
+PARENT, NAME = "verdict-ft-100", "verdict-sft-more"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-w", "--workspace", type=Path, required=True, help="the CMU-QA verdict's workspace")
+    ap.add_argument("--suite", type=Path, default=ROOT / "bench" / "verdict_cmuqa.yaml")
+    ap.add_argument("-c", "--config", type=Path, default=ROOT / "bench" / "verdict_cmuqa.config.yaml")
+    args = ap.parse_args()
+    cfg = load_config(args.config, workspace=args.workspace)
+    if not (cfg.adapters_dir / PARENT).is_dir():
+        raise SystemExit(f"no adapter '{PARENT}' in {cfg.adapters_dir}: run the CMU-QA verdict there first")
+    data = load_verdict_data(load_suite(args.suite))
+    # the verdict's own selection: the 100% subset in its seeded order, then the first raft_examples rows
+    full = nested_subsets(data.examples, sorted(set(cfg.verdict.curve_fractions) | {1.0}), cfg.generation.seed)[1.0]
+    rows = full[: cfg.verdict.raft_examples]
+    tuning = cfg.tuning.model_copy(update=raft_tuning(cfg))
+    t0 = time.perf_counter()
+    result = train_adapter(
+        rows, NAME, cfg.model_copy(update={"tuning": tuning}), init_adapter=cfg.adapters_dir / PARENT
+    )
+    print(
+        json.dumps(
+            {
+                "bench": "raft_control_cmuqa",
+                "adapter": NAME,
+                "parent": PARENT,
+                "rows": len(rows),
+                "train_s": round(time.perf_counter() - t0, 1),
+                "metrics": result.card.metrics,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
