@@ -9,6 +9,9 @@ rows" from "more steps". Run in the verdict's workspace, after the verdict:
 
     python bench/raft_control_cmuqa.py -w WS     # then ragtune eval --suite bench/raft_vs_sft_cmuqa.yaml ...
 
+With `--rows N` both sides grow: `--rows 160` trains `verdict-sft-more-160`, and `--rows 160 --raft`
+trains `verdict-raft-160` (RAFT rows built as the verdict builds them).
+
 Prints one JSON object on the last line.
 """
 
@@ -34,6 +37,8 @@ def main() -> None:
     ap.add_argument("-w", "--workspace", type=Path, required=True, help="the CMU-QA verdict's workspace")
     ap.add_argument("--suite", type=Path, default=ROOT / "bench" / "verdict_cmuqa.yaml")
     ap.add_argument("-c", "--config", type=Path, default=ROOT / "bench" / "verdict_cmuqa.config.yaml")
+    ap.add_argument("--rows", type=int, default=None, help="training rows (default verdict.raft_examples, 64)")
+    ap.add_argument("--raft", action="store_true", help="train RAFT rows instead (the treatment, for --rows N)")
     args = ap.parse_args()
     cfg = load_config(args.config, workspace=args.workspace)
     if not (cfg.adapters_dir / PARENT).is_dir():
@@ -41,17 +46,35 @@ def main() -> None:
     data = load_verdict_data(load_suite(args.suite))
     # the verdict's own selection: the 100% subset in its seeded order, then the first raft_examples rows
     full = nested_subsets(data.examples, sorted(set(cfg.verdict.curve_fractions) | {1.0}), cfg.generation.seed)[1.0]
-    rows = full[: cfg.verdict.raft_examples]
+    n = args.rows or cfg.verdict.raft_examples
+    rows = full[:n]
+    name = NAME if args.rows is None else f"{NAME}-{n}"
+    snapshot = None
+    if args.raft:  # as the verdict builds them (`_raft_examples`), from the index at its current snapshot
+        from ragtune.retrieval.index import Index
+        from ragtune.tuning.raft import build_raft_examples
+
+        tc = cfg.tuning
+        index = Index(cfg.index_dir, cfg.retrieval, cfg.models.embedder)
+        snapshot = index.snapshot
+        rows = build_raft_examples(
+            rows, index, k=tc.raft_k, p=tc.raft_p, seed=tc.seed, snapshot=snapshot, mode=tc.raft_search_mode
+        )
+        name = f"verdict-raft-{n}"
     tuning = cfg.tuning.model_copy(update=raft_tuning(cfg))
     t0 = time.perf_counter()
     result = train_adapter(
-        rows, NAME, cfg.model_copy(update={"tuning": tuning}), init_adapter=cfg.adapters_dir / PARENT
+        rows,
+        name,
+        cfg.model_copy(update={"tuning": tuning}),
+        snapshot=snapshot,
+        init_adapter=cfg.adapters_dir / PARENT,
     )
     print(
         json.dumps(
             {
                 "bench": "raft_control_cmuqa",
-                "adapter": NAME,
+                "adapter": name,
                 "parent": PARENT,
                 "rows": len(rows),
                 "train_s": round(time.perf_counter() - t0, 1),
