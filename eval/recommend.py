@@ -16,7 +16,7 @@ LATENCY_TOLERANCE = 0.10  # p50 latencies this close are a draw (run-to-run nois
 # what an arm needs before its first answer, least first; arms named by the user rank with ft
 SETUP_ORDER = ("base", "few-shot", "rag", "ft", "hybrid", "hybrid-raft")
 # the verdict's RAFT adapter continues the fine-tune, so its lead may be partly the extra steps
-# (on CMU-QA it all was: docs/tuning.md, Benchmarks)
+# (on CMU-QA with 64 rows it all was; with 160 RAFT beat equal-steps SFT: docs/tuning.md, Benchmarks)
 EXTRA_STEPS = " (RAFT trains on top of the fine-tune, so part of this may be the extra training)"
 
 
