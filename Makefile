@@ -24,11 +24,12 @@ demo: install
 test: install browser
 	$(PY) -m pytest -q
 
-# Debian's Chromium for the report-rendering test (playwright drives it; it never downloads a browser)
+# Debian's Chromium and chromedriver for the browser tests (selenium drives the chat page, playwright
+# renders the verdict report; neither downloads a browser or a driver)
 browser:
-	@command -v chromium >/dev/null || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null && \
-		{ apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; }; } || \
-		echo "note: Chromium not installed (needs root + apt); the HTML render test will be skipped"
+	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null && \
+		{ apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; }; } || \
+		echo "note: Chromium or chromedriver not installed (needs root + apt); the browser tests will be skipped"
 
 lint: install
 	$(VENV)/bin/ruff check $(PKGS) tests bench

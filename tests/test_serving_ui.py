@@ -1,4 +1,4 @@
-"""The chat page in a real browser (Debian's headless Chromium driven by playwright, as the verdict test does).
+"""The chat page in a real browser: Debian's headless Chromium driven by selenium through chromedriver.
 
 Type a question, watch the answer stream in, see a numbered citation; a screenshot stays in tmp.
 """
@@ -11,50 +11,60 @@ import pytest
 
 from ragtune.serving.app import create_app
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")  # `make browser` installs it
+# `make browser` installs both from Debian (chromium, chromium-driver); nothing is downloaded at run time
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
 
 
 @pytest.fixture(scope="module")
-def page():
-    if CHROMIUM is None:
+def driver():
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        missing = "chromium" if CHROMIUM is None else "chromedriver"
         if os.environ.get("RAGTUNE_REQUIRE_BROWSER"):
-            pytest.fail("RAGTUNE_REQUIRE_BROWSER is set but no chromium on PATH (run `make browser`)")
-        pytest.skip("Chromium is not installed (`make browser` installs it)")
-    from playwright.sync_api import sync_playwright
+            pytest.fail(f"RAGTUNE_REQUIRE_BROWSER is set but {missing} is not on PATH (run `make browser`)")
+        pytest.skip(f"{missing} is not installed (`make browser` installs it)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-        )
-        yield browser.new_page(viewport={"width": 1100, "height": 900})
-        browser.close()
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1100,900"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # an explicit driver path: selenium's own driver manager would try the network
+    d = webdriver.Chrome(options=opts, service=Service(executable_path=CHROMEDRIVER))
+    yield d
+    d.quit()
 
 
-def test_chat_page_streams_an_answer_with_citations(serving_pipeline, live_server, page, tmp_path: Path):
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
+def test_chat_page_streams_an_answer_with_citations(serving_pipeline, live_server, driver, tmp_path: Path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    wait = WebDriverWait(driver, 120)
     with live_server(create_app(serving_pipeline())) as url:
-        page.goto(url + "/")
-        page.wait_for_function("document.querySelectorAll('#adapter option').length > 1", timeout=120_000)
-        assert "tiny" in page.eval_on_selector_all("#adapter option", "os => os.map(o => o.textContent)")
-        page.fill("#question", "How long does a Zorblat lamp battery last?")
-        page.select_option("#mode", label="rag")
+        driver.get(url + "/")
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#adapter option")) > 1)
+        assert "tiny" in [o.text for o in driver.find_elements(By.CSS_SELECTOR, "#adapter option")]
+        driver.find_element(By.ID, "question").send_keys("How long does a Zorblat lamp battery last?")
+        Select(driver.find_element(By.ID, "mode")).select_by_visible_text("rag")
         # count how often the answer text changes: streaming shows pieces, not one final block
-        page.evaluate(
+        driver.execute_script(
             "window.pieces = 0; new MutationObserver((ms) => { for (const m of ms) {"
             " const t = m.target.nodeType === 1 ? m.target : m.target.parentElement;"
             " if (t && t.classList.contains('a')) window.pieces++; } })"
             ".observe(document.getElementById('log'), {subtree: true, childList: true, characterData: true});"
         )
-        page.click("#send")
-        page.wait_for_selector(".cites li", timeout=120_000)
-        answer = page.inner_text(".turn .a")
-        answer_class = page.get_attribute(".turn .a", "class") or ""
-        cites = page.eval_on_selector_all(".cites li", "ls => ls.map(l => l.innerText)")
-        meta = page.inner_text(".turn .meta")
-        pieces = page.evaluate("window.pieces")
-        page.screenshot(path=str(tmp_path / "chat.png"))
+        driver.find_element(By.ID, "send").click()
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".cites li")))
+        answer_el = driver.find_element(By.CSS_SELECTOR, ".turn .a")
+        answer, answer_class = answer_el.text, answer_el.get_attribute("class") or ""
+        cites = [li.text for li in driver.find_elements(By.CSS_SELECTOR, ".cites li")]
+        meta = driver.find_element(By.CSS_SELECTOR, ".turn .meta").text
+        pieces = driver.execute_script("return window.pieces")
+        errors = [e["message"] for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+        driver.save_screenshot(str(tmp_path / "chat.png"))
     assert answer.strip() and "error" not in answer_class
     assert cites[0] == "Zorblat Battery (zorblat-battery)"
     assert pieces >= 2
