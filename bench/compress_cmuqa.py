@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from eval_cmuqa import ADAPTER, DATA, ROOT, _config, _subset, _train  # type: ignore[import-not-found]
+from eval_cmuqa import ADAPTER, DATA, ROOT, setup  # type: ignore[import-not-found]
 
 from ragtune.eval.arms import EvalSuite
 from ragtune.eval.backends import InProcessBackend
-from ragtune.eval.loaders import load_cmu_qa, spread
 from ragtune.eval.session import evaluate
 
 
@@ -40,22 +38,8 @@ def main() -> None:
     out = args.out or ROOT / "bench-out" / ("eval_cmuqa-quick" if args.quick else "eval_cmuqa")
     n_q = args.questions or (24 if args.quick else 320)
 
-    from ragtune.retrieval.index import Index
-    from ragtune.serving.pipeline import Pipeline
-
-    data = load_cmu_qa(DATA, test_fraction=0.3, seed=0)
-    if args.quick:
-        data = _subset(data, 3, 4)
-    cfg = _config(out / "ws", args.quick)
-    cfg.workspace.mkdir(parents=True, exist_ok=True)
-    index = Index(cfg.index_dir, cfg.retrieval, cfg.models.embedder)
-    index.upsert(data.documents, progress=not args.quick)  # a no-op on eval_cmuqa's index
-    pipeline = Pipeline.from_config(cfg, with_index=False)
-    pipeline.index = index
-    _train(cfg, pipeline, data.train, args.train_examples or (16 if args.quick else 64), not args.quick)
-
-    items = spread(data.items, n_q, seed=0)
-    random.Random(0).shuffle(items)
+    ready = setup(out, args.quick, n_q, args.train_examples or (16 if args.quick else 64), not args.quick)
+    cfg, pipeline, items = ready.cfg, ready.pipeline, ready.items
     short = {"mode": "hybrid", "adapter": ADAPTER, "compress": "sentences", "max_context_tokens": args.short_context}
     suite = EvalSuite.model_validate({"arms": {"hybrid": {"adapter": ADAPTER}, "hybrid-short": short}})
     run = evaluate(

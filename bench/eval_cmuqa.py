@@ -15,7 +15,9 @@ import os
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -109,6 +111,46 @@ def _train(cfg: Config, pipeline: object, train: list[EvalItem], n: int, progres
     }
 
 
+@dataclass
+class Setup:
+    """Indexed, tuned and ready to evaluate: what every CMU-QA bench starts from."""
+
+    cfg: Config
+    pipeline: Any
+    data: EvalSet
+    items: list[EvalItem]
+    tune: dict[str, object]
+    ingest_s: float
+    chunks_written: int
+
+
+def setup(out: Path, quick: bool, n_q: int, n_train: int, progress: bool) -> Setup:
+    """Index the articles (a no-op when `out/ws` already holds them), tune the adapter (reused when its
+    data matches) and pick the seeded, shuffled test questions."""
+    from ragtune.retrieval.index import Index
+    from ragtune.serving.pipeline import Pipeline
+
+    data = load_cmu_qa(DATA, test_fraction=0.3, seed=0)
+    if quick:
+        data = _subset(data, 3, 4)
+    cfg = _config(out / "ws", quick)
+    cfg.workspace.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    index = Index(cfg.index_dir, cfg.retrieval, cfg.models.embedder)
+    ingest = index.upsert(data.documents, progress=progress)
+    ingest_s = time.perf_counter() - t0
+    pipeline = Pipeline.from_config(cfg, with_index=False)
+    pipeline.index = index
+
+    tune = _train(cfg, pipeline, data.train, n_train, progress)
+
+    items = spread(data.items, n_q, seed=0)
+    # a seeded shuffle: the blocks a --budget-min run finishes are a random sample, not the first articles
+    random.Random(0).shuffle(items)
+    return Setup(cfg, pipeline, data, items, tune, ingest_s, ingest.chunks_written)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="a few articles, 24 questions (under 2 minutes warm)")
@@ -133,27 +175,8 @@ def main() -> None:
     n_train = args.train_examples or (16 if args.quick else 64)
     progress = not args.quick
 
-    from ragtune.retrieval.index import Index
-    from ragtune.serving.pipeline import Pipeline
-
-    data = load_cmu_qa(DATA, test_fraction=0.3, seed=0)
-    if args.quick:
-        data = _subset(data, 3, 4)
-    cfg = _config(out / "ws", args.quick)
-    cfg.workspace.mkdir(parents=True, exist_ok=True)
-
-    t0 = time.perf_counter()
-    index = Index(cfg.index_dir, cfg.retrieval, cfg.models.embedder)
-    ingest = index.upsert(data.documents, progress=progress)
-    ingest_s = time.perf_counter() - t0
-    pipeline = Pipeline.from_config(cfg, with_index=False)
-    pipeline.index = index
-
-    tune = _train(cfg, pipeline, data.train, n_train, progress)
-
-    items = spread(data.items, n_q, seed=0)
-    # a seeded shuffle: the blocks a --budget-min run finishes are a random sample, not the first articles
-    random.Random(0).shuffle(items)
+    ready = setup(out, args.quick, n_q, n_train, progress)
+    cfg, pipeline, items, tune, data = ready.cfg, ready.pipeline, ready.items, ready.tune, ready.data
     n_articles = len({d for it in items for d in it.doc_ids})
     suite = EvalSuite.model_validate(
         {"arms": {"base": {}, "ft": {"adapter": ADAPTER}, "rag": {}, "hybrid": {"adapter": ADAPTER}}}
@@ -212,8 +235,8 @@ def main() -> None:
         "exact_match": {a: round(doc["summary"][a]["metrics"].get("exact_match", 0.0), 4) for a in f1},
         "hit@5": round(hit5 or 0.0, 4),
         "hybrid_vs_rag": {k: hr[k] for k in ("diff", "low", "high", "p", "p_holm", "verdict")} if hr else None,
-        "ingest_s": round(ingest_s, 1),
-        "chunks": ingest.chunks_written,
+        "ingest_s": round(ready.ingest_s, 1),
+        "chunks": ready.chunks_written,
         "train_s": tune["train_s"],
         "eval_s": round(eval_s, 1),
         "wall_s": round(time.perf_counter() - t_start, 1),

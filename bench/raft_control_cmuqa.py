@@ -22,10 +22,13 @@ import json
 import time
 from pathlib import Path
 
+from rich.console import Console
+
 from ragtune.core.config import load_config
 from ragtune.eval.learning_curve import nested_subsets
-from ragtune.eval.verdict import raft_tuning
+from ragtune.eval.verdict import raft_rows, raft_tuning
 from ragtune.eval.verdict_inputs import load_suite, load_verdict_data
+from ragtune.retrieval.index import Index
 from ragtune.tuning.trainer import train_adapter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,16 +53,11 @@ def main() -> None:
     rows = full[:n]
     name = NAME if args.rows is None else f"{NAME}-{n}"
     snapshot = None
-    if args.raft:  # as the verdict builds them (`_raft_examples`), from the index at its current snapshot
-        from ragtune.retrieval.index import Index
-        from ragtune.tuning.raft import build_raft_examples
-
-        tc = cfg.tuning
+    if args.raft:  # the verdict's own RAFT builder, with n rows instead of verdict.raft_examples
         index = Index(cfg.index_dir, cfg.retrieval, cfg.models.embedder)
         snapshot = index.snapshot
-        rows = build_raft_examples(
-            rows, index, k=tc.raft_k, p=tc.raft_p, seed=tc.seed, snapshot=snapshot, mode=tc.raft_search_mode
-        )
+        wide = cfg.model_copy(update={"verdict": cfg.verdict.model_copy(update={"raft_examples": n})})
+        rows = raft_rows(full, index, wide, snapshot, Console(stderr=True)) or []
         name = f"verdict-raft-{n}"
     tuning = cfg.tuning.model_copy(update=raft_tuning(cfg))
     t0 = time.perf_counter()

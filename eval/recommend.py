@@ -299,11 +299,14 @@ def _keeps_format(a: ArmFigures, than: ArmFigures) -> bool:
     return a.format.mean >= than.format.mean - FORMAT_TOLERANCE
 
 
+def _faster(a: ArmFigures, than: ArmFigures) -> bool:
+    """a's p50 latency is lower than `than`'s by more than run-to-run noise."""
+    return a.p50_ms * (1 + LATENCY_TOLERANCE) < than.p50_ms
+
+
 def _cheaper(a: ArmFigures, than: ArmFigures) -> bool:
-    """a is faster beyond noise, or as fast and needs less set-up."""
-    if a.p50_ms * (1 + LATENCY_TOLERANCE) < than.p50_ms:
-        return True
-    return a.p50_ms <= than.p50_ms * (1 + LATENCY_TOLERANCE) and _setup_rank(a.arm) < _setup_rank(than.arm)
+    """a is faster beyond noise, or not slower beyond noise and needs less set-up."""
+    return _faster(a, than) or (not _faster(than, a) and _setup_rank(a.arm) < _setup_rank(than.arm))
 
 
 def _cheapest(figs: VerdictFigures, best: ArmFigures, names: Sequence[str]) -> ArmFigures:
@@ -389,7 +392,7 @@ def recommend(figs: VerdictFigures) -> Recommendation:
             choice = cheaper
             c_lat = w.book.cite(f"{cheaper.arm} p50 latency", f"{cheaper.p50_ms:.0f} ms")
             b_lat = w.book.cite(f"{best.arm} p50 latency", f"{best.p50_ms:.0f} ms")
-            if best.p50_ms > cheaper.p50_ms * (1 + LATENCY_TOLERANCE):
+            if _faster(cheaper, best):
                 w.say(
                     f"Because the difference is not significant, the cheaper {cheaper.arm} is the recommendation: "
                     f"{cheaper.p50_ms:.0f} ms p50 {c_lat} against {best.p50_ms:.0f} ms {b_lat} for {best.arm}."

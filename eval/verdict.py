@@ -168,7 +168,7 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def _raft_examples(
+def raft_rows(
     examples: list[Example], index: Index, config: Config, snapshot: str | None, console: Console
 ) -> list[Example] | None:
     """RAFT training data from the live index, or None (with the reason printed) when it cannot be built."""
@@ -269,7 +269,7 @@ def run_verdict(config: Config, data: VerdictData, out: Path, console: Console |
     train = _Trainer(config, console)
     adapter_of = {f: f"verdict-ft-{round(100 * f)}" for f in fractions}
     train_s = {f: train(subsets[f], adapter_of[f]) for f in fractions}
-    raft = _raft_examples(subsets[1.0], index, config, snapshot, console)
+    raft = raft_rows(subsets[1.0], index, config, snapshot, console)
     # RAFT continues the ft adapter (style already learned) so a bounded set of long RAFT rows only has to
     # teach reading the context: the full set from scratch took 13.5 min of the 30-min budget on the sample
     full = adapter_of[1.0]

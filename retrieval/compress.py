@@ -47,22 +47,21 @@ def compress_hits(
     shorter one may still fit); the single best sentence is always kept, so the prompt never loses
     all its evidence to a tight budget.
     """
-    units = [(i, j, s) for i, h in enumerate(hits) for j, s in enumerate(split_sentences(h.chunk.text))]
+    units = [(i, s) for i, h in enumerate(hits) for s in split_sentences(h.chunk.text)]
     if not units:
         return []
-    vecs = np.asarray(embed([question] + [s for _, _, s in units]), dtype=np.float32)
+    vecs = np.asarray(embed([question] + [s for _, s in units]), dtype=np.float32)
     scores = vecs[1:] @ vecs[0]  # the embedder normalises, so this is cosine similarity
     kept: set[int] = set()
     spent = 0
     for n in np.argsort(-scores, kind="stable"):
-        cost = count_tokens(units[n][2]) + 1  # +1: the joining space
+        cost = count_tokens(units[n][1]) + 1  # +1: the joining space
         if kept and spent + cost > budget:
             continue
         kept.add(int(n))
         spent += cost
-    out: list[Compressed] = []
-    for i, hit in enumerate(hits):
-        mine = [s for n, (h, _, s) in enumerate(units) if h == i and n in kept]
-        if mine:
-            out.append(Compressed(hit=hit, text=" ".join(mine)))
-    return out
+    by_hit: dict[int, list[str]] = {}  # units run in hit order, then document order: both are kept
+    for n, (i, s) in enumerate(units):
+        if n in kept:
+            by_hit.setdefault(i, []).append(s)
+    return [Compressed(hit=hits[i], text=" ".join(sents)) for i, sents in by_hit.items()]

@@ -131,7 +131,7 @@ def test_raft_training_gets_room_for_its_retrieved_chunks(config):
 
 
 def test_raft_adapter_continues_the_fine_tune_on_a_capped_seeded_subset(serving_pipeline):
-    from ragtune.eval.verdict import _raft_examples, raft_tuning
+    from ragtune.eval.verdict import raft_rows, raft_tuning
     from ragtune.tuning.data import Example
 
     pipeline = serving_pipeline(own_index=True)
@@ -156,7 +156,7 @@ def test_raft_adapter_continues_the_fine_tune_on_a_capped_seeded_subset(serving_
         ]
     ]
     snapshot = pipeline.index.snapshot
-    raft = _raft_examples(examples, pipeline.index, config, snapshot, Console(quiet=True))
+    raft = raft_rows(examples, pipeline.index, config, snapshot, Console(quiet=True))
     # the cap keeps a prefix of the (already shuffled) rows, each with the retriever's real chunks
     assert raft is not None and [e.question for e in raft] == [e.question for e in examples[:2]]
     assert all(e.context and len(e.context) <= 2 for e in raft)
