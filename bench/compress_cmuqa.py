@@ -1,5 +1,6 @@
-"""What context compression costs in accuracy: CMU-QA hybrid with whole chunks against hybrid with
-the retrieved text cut to its sentences nearest the question (`prompt.compress: sentences`).
+"""What the latency knobs cost in accuracy on CMU-QA: hybrid with whole chunks against hybrid with
+the retrieved text cut to its sentences nearest the question (`prompt.compress: sentences`), and
+both again with the prompt's forward pass in bf16 (`generation.prefill_dtype: bfloat16`).
 
 Same data, index, adapter, questions and seed as `bench/eval_cmuqa.py` (pass its --out folder to
 reuse its workspace and adapter); the two arms run in one process, so the comparison is paired.
@@ -41,7 +42,14 @@ def main() -> None:
     ready = setup(out, args.quick, n_q, args.train_examples or (16 if args.quick else 64), not args.quick)
     cfg, pipeline, items = ready.cfg, ready.pipeline, ready.items
     short = {"mode": "hybrid", "adapter": ADAPTER, "compress": "sentences", "max_context_tokens": args.short_context}
-    suite = EvalSuite.model_validate({"arms": {"hybrid": {"adapter": ADAPTER}, "hybrid-short": short}})
+    bf16 = {"prefill_dtype": "bfloat16"}
+    arms = {
+        "hybrid": {"adapter": ADAPTER},
+        "hybrid-short": short,
+        "hybrid-bf16": {"mode": "hybrid", "adapter": ADAPTER, **bf16},
+        "hybrid-short-bf16": {**short, **bf16},
+    }
+    suite = EvalSuite.model_validate({"arms": arms})
     run = evaluate(
         cfg,
         suite,
@@ -50,7 +58,7 @@ def main() -> None:
         items=items,
         fresh=args.fresh,
         progress=not args.quick,
-        title=f"CMU-QA: hybrid with whole chunks vs compressed to {args.short_context} tokens",
+        title=f"CMU-QA: hybrid with whole chunks vs compressed to {args.short_context} tokens, float32 vs bf16 prefill",
         extra_meta={"dataset": str(DATA), "dataset_kind": "cmu_qa", "split": "test (30% of articles, seed 0)"},
     )
     doc = json.loads(run.json_path.read_text())
@@ -59,7 +67,6 @@ def main() -> None:
         a.name: round(statistics.mean(r["prompt_tokens"] for r in records if r["arm"] == a.name), 1) for a in suite.arms
     }
     summary = doc["summary"]
-    pair = {t["metric"]: t for t in doc["comparisons"]}
     print(run.md_path.read_text() if not args.quick else "", flush=True)
     result = {
         "bench": "compress_cmuqa",
@@ -69,9 +76,18 @@ def main() -> None:
         "prompt_tokens": tokens,
         "f1": {a: round(summary[a]["metrics"].get("f1", 0.0), 4) for a in summary},
         "contains": {a: round(summary[a]["metrics"].get("contains", 0.0), 4) for a in summary},
-        "f1_pair": {k: pair["f1"][k] for k in ("a", "b", "diff", "low", "high", "p_holm", "verdict")}
-        if "f1" in pair
-        else None,
+        "f1_vs_hybrid": {
+            t["a"]: {k: t[k] for k in ("diff", "low", "high", "p_holm", "verdict")}
+            for t in doc["comparisons"]
+            if t["metric"] == "f1" and t["b"] == "hybrid"
+        },
+        "f1_bf16_vs_float32": {
+            t["a"]: {k: t[k] for k in ("b", "diff", "low", "high", "p_holm", "verdict")}
+            for t in doc["comparisons"]
+            if t["metric"] == "f1" and t["a"].endswith("-bf16") and t["b"] == t["a"].removesuffix("-bf16")
+        },
+        "latency_p50_ms": {a: summary[a].get("p50_ms") for a in summary},
+        "ttft_p50_ms": {a: summary[a].get("ttft_p50_ms") for a in summary},
         "wall_s": round(time.perf_counter() - t_start, 1),
         "report_dir": str(run.json_path.parent),
     }

@@ -4,7 +4,8 @@ Rows: concurrency 1, 4 and 8 for modes ft, rag and hybrid (p50/p95/p99 latency, 
 naive baseline (one FastAPI endpoint calling `model.generate` per request, no batching) at the same
 concurrencies, raw `model.generate` for the same prompt and tokens, and at one client `hybrid-short`
 (hybrid with the retrieved text cut to its sentences nearest the question, `prompt.compress`,
-budget `--short-context`). Every request generates
+budget `--short-context`); then ft, hybrid and hybrid-short again at one client with
+`generation.prefill_dtype: bfloat16` (rows `+bf16`). Every request generates
 exactly the same number of tokens (`ignore_eos`), so latencies compare equal work. Everything runs
 on loopback in this process; the figures in `targets` are ratios between runs of this one process.
 
@@ -310,6 +311,17 @@ def main() -> None:
             one = one_client_interleaved(senders, plan.per_client[1])
             rows.update({f"{k}@1": v for k, v in one.items()})
             progress(f"1 client: {json.dumps({k: v['p50_ms'] for k, v in one.items()})}")
+            # the same three rows with the prompt's forward pass (and sentence ranking) in bf16
+            f32 = gen.config
+            gen.config = f32.model_copy(update={"prefill_dtype": "bfloat16"})
+            fast = {f"{k}+bf16": senders[k] for k in ("ft", "hybrid", "hybrid-short")}
+            with httpx.Client(timeout=900) as c:
+                for send in fast.values():
+                    send(c, 0)
+            one = one_client_interleaved(fast, plan.per_client[1])
+            gen.config = f32
+            rows.update({f"{k}@1": v for k, v in one.items()})
+            progress(f"1 client, prefill bf16: {json.dumps({k: v['p50_ms'] for k, v in one.items()})}")
             for n in LEVELS[1:]:
                 for name in ("ft", "baseline", "rag", "hybrid"):
                     rows[f"{name}@{n}"] = closed_loop(senders[name], n, plan.per_client[n])
@@ -317,7 +329,7 @@ def main() -> None:
         stats = app.state.scheduler.stats
         raw_ms = rows["raw_generate@1"]["p50_ms"]
 
-    ft1, ft8, base8 = rows["ft@1"], rows["ft@8"], rows["baseline@8"]
+    ft1, ft8, base8, bf1 = rows["ft@1"], rows["ft@8"], rows["baseline@8"], rows["ft+bf16@1"]
     out = {
         "bench": "serving",
         "quick": args.quick,
@@ -339,6 +351,10 @@ def main() -> None:
         target("latency_1_client_vs_raw_generate", ft1["p50_ms"] / raw_ms, 1.10, "<="),
         target("hybrid_p50_vs_ft_p50", rows["hybrid@1"]["p50_ms"] / ft1["p50_ms"], 1.15, "<="),
         target("hybrid_short_p50_vs_ft_p50", rows["hybrid-short@1"]["p50_ms"] / ft1["p50_ms"], 1.15, "<="),
+        target("hybrid_p50_vs_ft_p50_prefill_bf16", rows["hybrid+bf16@1"]["p50_ms"] / bf1["p50_ms"], 1.15, "<="),
+        target(
+            "hybrid_short_p50_vs_ft_p50_prefill_bf16", rows["hybrid-short+bf16@1"]["p50_ms"] / bf1["p50_ms"], 1.15, "<="
+        ),
     ]
     print(json.dumps(out))
 

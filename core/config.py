@@ -84,6 +84,11 @@ class GenerationConfig(_Section):
     temperature: float = Field(0.7, gt=0)
     seed: int = 0
     batch_size: int = Field(8, ge=1, le=64)
+    prefill_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="precision of the prompt's forward pass; bfloat16 roughly halves it for long "
+        "(retrieval) prompts on CPUs with AVX512-BF16 or AMX, decoding stays float32",
+    )
 
 
 class TuningConfig(_Section):

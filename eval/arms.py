@@ -40,6 +40,9 @@ class ArmSpec(BaseModel):
     max_new_tokens: int | None = Field(None, ge=1, le=2048)
     max_context_tokens: int | None = Field(None, ge=64, description="budget for retrieved text in the prompt")
     compress: Literal["none", "sentences"] | None = Field(None, description="context compression (prompt.compress)")
+    prefill_dtype: Literal["float32", "bfloat16"] | None = Field(
+        None, description="precision of the prompt's forward pass (generation.prefill_dtype)"
+    )
     retrieval_only: bool = Field(False, description="search only, no generation (retrieval metrics)")
 
     @property

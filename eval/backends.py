@@ -59,11 +59,13 @@ class InProcessBackend:
             kw["top_k"] = arm.top_k
         if arm.max_new_tokens is not None:
             kw["max_new_tokens"] = arm.max_new_tokens
-        old_builder, old_mode, old_prompt = p.builder, None, p.config.prompt
+        old_builder, old_mode, old_prompt, old_gen = p.builder, None, p.config.prompt, p.generator.config
         context = {"compress": arm.compress, "max_context_tokens": arm.max_context_tokens}
         context = {k: v for k, v in context.items() if v is not None}
         if context:
             p.config.prompt = old_prompt.model_copy(update=context)
+        if arm.prefill_dtype is not None:
+            p.generator.config = old_gen.model_copy(update={"prefill_dtype": arm.prefill_dtype})
         if arm.system_prompt is not None:
             p.builder = PromptBuilder(p.generator.tokenizer, arm.system_prompt)
         if arm.search_mode is not None:
@@ -77,6 +79,7 @@ class InProcessBackend:
         finally:
             p.builder = old_builder
             p.config.prompt = old_prompt
+            p.generator.config = old_gen
             if old_mode is not None and p.index is not None:
                 p.index.config.search_mode = old_mode
 
@@ -141,7 +144,7 @@ class HttpBackend:
         return self._snapshot
 
     def _one(self, question: str, arm: ArmSpec, snapshot: str | None) -> Answer:
-        server_side = ("system_prompt", "search_mode", "compress", "max_context_tokens")
+        server_side = ("system_prompt", "search_mode", "compress", "max_context_tokens", "prefill_dtype")
         if any(getattr(arm, key) is not None for key in server_side):
             raise RagtuneError(
                 f"arm '{arm.name}': {', '.join(server_side)} are server settings and cannot be set through the API"

@@ -1,4 +1,5 @@
-"""The path every HTTP answer takes: prepare (threadpool) -> bounded queue -> batched generate.
+"""The path every HTTP answer takes: prepare -> bounded queue -> batched generate, all on the
+scheduler's worker thread (the one thread that runs torch).
 
 Shared by `/v1/answer` and `/v1/chat/completions`, so both get the same limits, deadline,
 disconnect handling, metrics and Answer record.
@@ -13,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
-from starlette.concurrency import run_in_threadpool
 
 from ragtune.core.generator import Generation
 from ragtune.core.types import Answer
@@ -62,7 +62,7 @@ async def start(
     cap = cfg.serving.max_new_tokens_cap
     if max_new_tokens is not None and max_new_tokens > cap:
         raise ApiError(422, "limit_exceeded", f"max_new_tokens: at most {cap} (serving.max_new_tokens_cap)")
-    prep = await run_in_threadpool(
+    prep = await scheduler.run(  # on the model thread: retrieval embeds the question with torch
         pipeline.prepare,
         question,
         mode or cfg.serving.default_mode,

@@ -24,6 +24,10 @@ def busy(retry_after_s: int = 1) -> ApiError:
     return ApiError(503, "overloaded", "the generation queue is full; retry later", {"Retry-After": str(retry_after_s)})
 
 
+def shutting_down() -> ApiError:
+    return ApiError(503, "unavailable", "the server is shutting down", {"Retry-After": "5"})
+
+
 def deadline_exceeded(seconds: float) -> ApiError:
     return ApiError(504, "deadline_exceeded", f"the request did not finish within {seconds:g} s")
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
+
 from ragtune.core.adapters import (
     CARD_NAME,
     adapter_path,
@@ -29,6 +31,7 @@ from ragtune.core.errors import ConfigError, DataError, NotFoundError
 from ragtune.core.generator import Generation, Generator
 from ragtune.core.models import load_generator_model
 from ragtune.core.prompt import PromptBuilder
+from ragtune.core.threads import release_openmp_team
 from ragtune.core.types import Answer, Citation, ContextBlock, Hit, Timings, Usage
 from ragtune.retrieval.compress import compress_hits
 from ragtune.retrieval.index import Index
@@ -114,7 +117,10 @@ class Pipeline:
         """Run one index write; the index itself keeps writers one at a time across processes."""
         if self.index is None:
             self.index = Index(self.config.index_dir, self.config.retrieval, self.config.models.embedder)
-        return change(self.index)
+        try:
+            return change(self.index)
+        finally:
+            release_openmp_team()  # embedding made this thread an OpenMP team; the model thread needs the cores
 
     def check_snapshot(self, snapshot: str | None) -> None:
         """404 for a snapshot the index never had (or no longer keeps)."""
@@ -153,7 +159,7 @@ class Pipeline:
         """The blocks the prompt shows and the hits they came from (what the answer cites)."""
         budget = self.config.prompt.max_context_tokens
         if self.config.prompt.compress == "sentences" and hits:
-            kept = compress_hits(question, hits, self._need_index().embed, self.generator.count_tokens, budget)
+            kept = compress_hits(question, hits, self._sentence_embedder(), self.generator.count_tokens, budget)
             return [ContextBlock(title=k.hit.chunk.title, text=k.text) for k in kept], [k.hit for k in kept]
         used: list[Hit] = []
         for hit in hits:
@@ -163,6 +169,19 @@ class Pipeline:
             used.append(hit)
             budget -= cost
         return [ContextBlock(title=h.chunk.title, text=h.chunk.text) for h in used], used
+
+    def _sentence_embedder(self) -> Callable[[Sequence[str]], Any]:
+        """The index's embedder, in bf16 when prefill is: ranking sentences is on the way to the first
+        token too, and bf16 moves their cosine scores by about 1e-4 (docs/serving.md)."""
+        embed = self._need_index().embed
+        if self.generator.config.prefill_dtype == "float32":
+            return embed
+
+        def embed_bf16(texts: Sequence[str]) -> Any:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return embed(texts)
+
+        return embed_bf16
 
     @staticmethod
     def _citations(hits: list[Hit]) -> list[Citation]:

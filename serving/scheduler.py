@@ -3,22 +3,32 @@
 Requests that arrive together and share an adapter go into one `generate_rows` call (left padded),
 so throughput grows with concurrency instead of requests queueing behind each other. Each row can
 stop on its own: a client that disconnects or passes its deadline stops its row, not the batch.
+
+The worker is also the only thread that runs torch in the server: retrieval, prompt preparation,
+adapter loads and index writes reach it through `run`. A second thread running torch ops gets a
+second libgomp thread team; with more OpenMP threads than cores, libgomp shortens its spin-waits,
+and every later forward pass paid for it (on 2 cores: time to first token +70%, +10% per decoded
+token, measured in docs/serving.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ragtune.core.generator import Generator, RowRequest
-from ragtune.serving.errors import busy, deadline_exceeded
+from ragtune.core.threads import release_openmp_team
+from ragtune.serving.errors import busy, deadline_exceeded, shutting_down
 
+T = TypeVar("T")
 Event = tuple[str, Any]  # ("piece", str) | ("done", Generation) | ("error", BaseException)
 
 
@@ -69,13 +79,16 @@ class Scheduler:
         self.on_batch = on_batch
         self.stats = BatchStats()
         self._queue: deque[Job] = deque()
+        self._calls: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
 
     # lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
+        """Start the worker; the calling thread, which loaded the models, gives up its OpenMP team."""
         if self._thread is None or not self._thread.is_alive():
+            release_openmp_team()
             self._stopping = False
             self._thread = threading.Thread(target=self._loop, name="ragtune-scheduler", daemon=True)
             self._thread.start()
@@ -87,6 +100,11 @@ class Scheduler:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+        with self._cond:
+            calls, self._calls = list(self._calls), deque()
+        for _, future in calls:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(shutting_down())
 
     @property
     def alive(self) -> bool:
@@ -94,7 +112,8 @@ class Scheduler:
 
     @property
     def depth(self) -> int:
-        return len(self._queue)
+        """Requests waiting for the model thread: to be prepared, or queued for generation."""
+        return len(self._queue) + len(self._calls)
 
     def submit(self, job: Job) -> Job:
         """Queue a job or refuse it at once (503) when the queue is full."""
@@ -105,18 +124,57 @@ class Scheduler:
             self._cond.notify_all()
         return job
 
-    # worker -------------------------------------------------------------------------------------
-    def _take_batch(self) -> list[Job]:
+    def call(self, fn: Callable[[], T]) -> Future[T]:
+        """Run `fn` on the worker thread between batches; refused (503) when the queue is full."""
+        future: Future[T] = Future()
         with self._cond:
-            while not self._queue and not self._stopping:
-                self._cond.wait()
-            if self._stopping:
-                return []
+            if self._stopping or not self.alive:
+                raise shutting_down()
+            if len(self._queue) + len(self._calls) >= self.max_queue:
+                raise busy()
+            self._calls.append((fn, future))
+            self._cond.notify_all()
+        return future
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`await` form of `call`; a cancelled caller's work is skipped if it has not started."""
+        return await asyncio.wrap_future(self.call(functools.partial(fn, *args, **kwargs)))
+
+    # worker -------------------------------------------------------------------------------------
+    def _run_calls(self) -> None:
+        with self._cond:
+            calls, self._calls = list(self._calls), deque()
+        for fn, future in calls:
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed to the caller, who turns it into a 4xx/5xx
+                future.set_exception(exc)
+
+    def _take_batch(self) -> list[Job]:
+        while True:
+            self._run_calls()
+            with self._cond:
+                if self._stopping:
+                    return []
+                if self._queue:
+                    break
+                idle = not self._calls
+            if idle:
+                # give the OpenMP team back while idle, so another thread running torch meanwhile
+                # (an index write, a second app in one process) never makes two teams
+                release_openmp_team()
+                with self._cond:
+                    while not self._queue and not self._calls and not self._stopping:
+                        self._cond.wait()
+        with self._cond:
             batch = [self._queue.popleft()]
-            adapter = batch[0].adapter
-            now = time.monotonic()
-            last_arrival, give_up = now, now + 4 * self.batch_wait
-            while len(batch) < self.max_batch:
+        adapter = batch[0].adapter
+        now = time.monotonic()
+        last_arrival, give_up = now, now + 4 * self.batch_wait
+        while len(batch) < self.max_batch:
+            with self._cond:
                 same = [j for j in self._queue if j.adapter == adapter][: self.max_batch - len(batch)]
                 for j in same:
                     self._queue.remove(j)
@@ -127,8 +185,10 @@ class Scheduler:
                 wait = min(last_arrival + self.batch_wait, give_up) - now
                 if len(batch) >= self.max_batch or wait <= 0 or self._stopping:
                     break
-                self._cond.wait(wait)
-            return batch
+                if not self._calls:
+                    self._cond.wait(wait)
+            self._run_calls()  # requests still being prepared may join this batch
+        return batch
 
     def _loop(self) -> None:
         while True:

@@ -1,4 +1,5 @@
 import json
+import threading
 
 import pytest
 from fastapi.testclient import TestClient
@@ -112,11 +113,20 @@ def test_chunked_body_over_the_limit_is_413(client):
 
 def test_full_queue_is_503_with_retry_after(serving_pipeline):
     app = create_app(serving_pipeline({"max_queue": 1}))
-    app.state.scheduler.stop()  # nothing drains the queue now
-    app.state.scheduler.submit(Job(prompt="x", adapter=None, max_new_tokens=1, deadline=0, timeout_s=1))
+    scheduler = app.state.scheduler
+    gate = threading.Event()
+    held = scheduler.call(gate.wait)  # the model thread is busy: nothing drains the queue now
+    try:
+        scheduler.submit(Job(prompt="x", adapter=None, max_new_tokens=1, deadline=0, timeout_s=1))
+        r = TestClient(app).post("/v1/answer", json={"question": Q, "mode": "base"})
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert r.json()["error"]["code"] == "overloaded"
+    finally:
+        gate.set()
+    held.result(timeout=30)
+    scheduler.stop()
     r = TestClient(app).post("/v1/answer", json={"question": Q, "mode": "base"})
-    assert r.status_code == 503 and r.headers["retry-after"] == "1"
-    assert r.json()["error"]["code"] == "overloaded"
+    assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
 
 
 def test_deadline_stops_a_long_generation_with_504(serving_pipeline):

@@ -27,7 +27,8 @@ def test_concurrent_requests_are_batched_per_adapter_with_left_padding(serving_p
     pipeline = serving_pipeline()
     app = create_app(pipeline)
     client, scheduler = TestClient(app), app.state.scheduler
-    scheduler.stop()  # hold the queue until every request is in it
+    gate = threading.Event()
+    held = scheduler.call(gate.wait)  # occupy the model thread until every request waits for it
     bodies: dict[str, dict] = {}
 
     def ask(q: str, mode: str) -> None:
@@ -38,8 +39,8 @@ def test_concurrent_requests_are_batched_per_adapter_with_left_padding(serving_p
     threads = [threading.Thread(target=ask, args=job) for job in jobs]
     for t in threads:
         t.start()
-    wait_for(lambda: scheduler.depth == len(jobs))
-    scheduler.start()
+    wait_for(lambda: held.running() and scheduler.depth == len(jobs))
+    gate.set()
     for t in threads:
         t.join()
     assert (scheduler.stats.batches, scheduler.stats.rows) == (2, 4)  # three rag rows in one call, ft alone
@@ -79,3 +80,55 @@ def test_a_client_that_times_out_stops_its_generation(live):
         c.post(f"{url}/v1/answer", json=LONG)
     wait_for(lambda: scheduler.stats.batches > before[0])
     assert scheduler.stats.tokens - before[1] < 200
+
+
+def test_retrieval_and_generation_run_on_the_one_model_thread(serving_pipeline):
+    """Every torch call of a request happens on the scheduler's worker (see core/threads.py)."""
+    pipeline = serving_pipeline()
+    app = create_app(pipeline)
+    seen: list[int] = []
+    prepare, generate_rows = pipeline.prepare, pipeline.generator.generate_rows
+
+    def spy_prepare(*args, **kwargs):
+        seen.append(threading.get_ident())
+        return prepare(*args, **kwargs)
+
+    def spy_generate(*args, **kwargs):
+        seen.append(threading.get_ident())
+        return generate_rows(*args, **kwargs)
+
+    pipeline.prepare = spy_prepare  # type: ignore[method-assign]
+    pipeline.generator.generate_rows = spy_generate  # type: ignore[method-assign]
+    try:
+        r = TestClient(app).post("/v1/answer", json={"question": QUESTIONS[0], "mode": "rag", "max_new_tokens": 3})
+    finally:
+        del pipeline.prepare, pipeline.generator.generate_rows
+    assert r.status_code == 200
+    assert seen == [app.state.scheduler._thread.ident] * 2
+
+
+def test_release_openmp_team_frees_the_calling_threads_workers():
+    import os
+
+    import torch
+
+    from ragtune.core.threads import release_openmp_team
+
+    if torch.get_num_threads() < 2:
+        pytest.skip("one torch thread: OpenMP starts no worker threads to free")
+    counts: list[int] = []
+    released: list[bool] = []
+
+    def work() -> None:
+        a = torch.randn(512, 512)
+        for _ in range(5):
+            a = torch.tanh(a @ a)  # a parallel region: this thread now leads a team of workers
+        counts.append(len(os.listdir("/proc/self/task")))
+        released.append(release_openmp_team())
+        counts.append(len(os.listdir("/proc/self/task")))
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert released == [True]
+    assert counts[1] < counts[0]

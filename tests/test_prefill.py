@@ -1,0 +1,85 @@
+"""bf16 prefill: the prompt runs in bf16 and hands generation a float32 cache; short prompts stay float32."""
+
+from __future__ import annotations
+
+import torch
+
+from ragtune.core.config import GenerationConfig
+from ragtune.core.generator import BF16_PREFILL_MIN_TOKENS, Generator
+from ragtune.core.prompt import PromptBuilder
+from ragtune.core.types import ContextBlock
+from ragtune.eval.arms import ArmSpec
+from ragtune.eval.backends import InProcessBackend
+
+QUESTION = "How long does a Zorblat lamp battery last?"
+FACT = "A Zorblat lamp battery lasts 31 hours. Charging takes 90 minutes."
+
+
+def _long_prompt(tok) -> str:
+    blocks = [ContextBlock(title=f"Zorblat {n}", text=FACT) for n in range(12)]
+    return PromptBuilder(tok, "Answer in one sentence.").prompt(QUESTION, blocks)
+
+
+def _bf16(generator: Generator) -> Generator:
+    return Generator(generator.model, generator.tokenizer, GenerationConfig(prefill_dtype="bfloat16"))
+
+
+def test_long_prompt_prefills_in_bf16_and_hands_over_a_float32_cache(generator):
+    tok = generator.tokenizer
+    enc = tok([_long_prompt(tok)], return_tensors="pt", add_special_tokens=False)
+    n = enc["input_ids"].shape[1]
+    assert n >= BF16_PREFILL_MIN_TOKENS
+    with torch.inference_mode():
+        inputs = _bf16(generator)._inputs(enc)
+        cache = inputs["past_key_values"]
+        assert cache.get_seq_length() == n - 1  # the last token is left for generate's first step
+        assert {layer.keys.dtype for layer in cache.layers} == {torch.float32}
+        # the next-token distribution after the bf16 prefill is the float32 one, up to rounding
+        fast = generator.model(input_ids=enc["input_ids"][:, -1:], past_key_values=cache).logits[0, -1]
+        exact = generator.model(**enc).logits[0, -1]
+    assert int(fast.argmax()) == int(exact.argmax())
+    assert torch.nn.functional.cosine_similarity(fast, exact, dim=0) > 0.99
+    assert "past_key_values" not in generator._inputs(enc)  # float32 (the default) never caches
+
+
+def test_short_prompts_stay_float32_and_padded_rows_continue_correctly(generator):
+    tok = generator.tokenizer
+    short = PromptBuilder(tok, "Answer in one sentence.").prompt(QUESTION)
+    fast = _bf16(generator)
+    alone = tok([short], return_tensors="pt", add_special_tokens=False)
+    assert "past_key_values" not in fast._inputs(alone)
+    assert fast.generate([short], max_new_tokens=6)[0].text == generator.generate([short], max_new_tokens=6)[0].text
+    # next to a long row the batch is prefilled in bf16; the short row sits behind left padding
+    enc = tok([_long_prompt(tok), short], return_tensors="pt", padding=True, add_special_tokens=False)
+    mask = enc["attention_mask"]
+    with torch.inference_mode():
+        cache = fast._inputs(enc)["past_key_values"]
+        positions = (mask.cumsum(-1) - 1)[:, -1:]
+        step = generator.model(
+            input_ids=enc["input_ids"][:, -1:], attention_mask=mask, position_ids=positions, past_key_values=cache
+        ).logits[1, -1]
+        exact = generator.model(**alone).logits[0, -1]
+    assert int(step.argmax()) == int(exact.argmax())
+    assert torch.nn.functional.cosine_similarity(step, exact, dim=0) > 0.99
+
+
+def test_prefill_dtype_arm_knob_applies_for_its_arm_only(pipeline_factory):
+    shared = pipeline_factory()
+    seen: list[str] = []
+    real = shared.generator.generate
+
+    def spy(prompts, adapter=None, max_new_tokens=None):
+        seen.append(shared.generator.config.prefill_dtype)
+        return real(prompts, adapter=adapter, max_new_tokens=max_new_tokens)
+
+    shared.generator.generate = spy  # type: ignore[method-assign]
+    try:
+        backend = InProcessBackend(shared)
+        backend.answer(
+            [QUESTION], ArmSpec(name="rag-bf16", mode="rag", prefill_dtype="bfloat16", max_new_tokens=4), None
+        )
+        backend.answer([QUESTION], ArmSpec(name="rag", mode="rag", max_new_tokens=4), None)
+    finally:
+        del shared.generator.generate
+    assert seen == ["bfloat16", "float32"]
+    assert shared.generator.config.prefill_dtype == "float32"
