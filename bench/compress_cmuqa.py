@@ -32,6 +32,11 @@ def main() -> None:
     ap.add_argument("--train-examples", type=int, default=None, help="as in eval_cmuqa (default 64; quick 16)")
     ap.add_argument("--short-context", type=int, default=160, help="token budget of the compressed arm")
     ap.add_argument("--fresh", action="store_true", help="discard records of an earlier run")
+    ap.add_argument(
+        "--arms",
+        default="hybrid,hybrid-short,hybrid-bf16,hybrid-short-bf16",
+        help="comma-separated subset of the four arms to run (default all)",
+    )
     args = ap.parse_args()
     if not DATA.is_dir():
         sys.exit(f"CMU-QA not found at {DATA}")
@@ -49,7 +54,11 @@ def main() -> None:
         "hybrid-bf16": {"mode": "hybrid", "adapter": ADAPTER, **bf16},
         "hybrid-short-bf16": {**short, **bf16},
     }
-    suite = EvalSuite.model_validate({"arms": arms})
+    wanted = [a.strip() for a in args.arms.split(",") if a.strip()]
+    unknown = sorted(set(wanted) - set(arms))
+    if unknown or len(wanted) < 2:
+        sys.exit(f"--arms: name two or more of {', '.join(arms)} (unknown: {', '.join(unknown) or 'none'})")
+    suite = EvalSuite.model_validate({"arms": {a: arms[a] for a in wanted}})
     run = evaluate(
         cfg,
         suite,

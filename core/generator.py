@@ -26,8 +26,11 @@ from ragtune.core.config import GenerationConfig
 from ragtune.core.errors import NotFoundError
 from ragtune.core.threads import release_openmp_team
 
-# Autocast re-casts every weight to bf16 on each forward pass (~90 ms for a 135M model on 2 cores),
-# which only pays off on longer prompts: below about 130 prompt tokens in a batch, float32 was faster.
+# The bf16 prefill is a forward pass of its own before `generate` takes over, which costs about one
+# decoded token (~45 ms for the 135M model on 2 cores); below about 100 prompt tokens in a batch
+# that is more than bf16 saves, so short prompts stay float32. Letting `generate`'s own first step
+# run in bf16 instead saves that pass but picks the first answer token from bf16 logits, which cost
+# 0.025 token F1 on CMU-QA (docs/serving.md).
 BF16_PREFILL_MIN_TOKENS = 128
 
 
