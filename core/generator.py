@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,8 +180,6 @@ class Generator:
 
     def _select(self, adapter: str | None) -> Any:
         """Context manager that runs the model with `adapter` active (or none)."""
-        from contextlib import nullcontext
-
         if adapter is None:
             if self.adapters:
                 return self.model.disable_adapter()
@@ -207,6 +206,13 @@ class Generator:
             kw["top_k"] = None
         return kw
 
+    def prefill_precision(self) -> AbstractContextManager[Any]:
+        """bf16 autocast under `prefill_dtype: bfloat16`, else nothing: the one rule for everything on
+        the way to the first token (the prompt's forward pass here, sentence ranking in the pipeline)."""
+        if self.config.prefill_dtype == "float32":
+            return nullcontext()
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
     def _inputs(self, enc: Any) -> dict[str, Any]:
         """`generate`'s inputs. With `prefill_dtype: bfloat16` the prompt, all but its last token, runs
         once under bf16 autocast and reaches `generate` as a float32 cache, so only the prefill
@@ -217,7 +223,7 @@ class Generator:
             return inputs
         ids, mask = enc["input_ids"][:, :-1], enc["attention_mask"][:, :-1]
         positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as `generate` numbers padded rows
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with self.prefill_precision():
             out = self.model(
                 input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
             )

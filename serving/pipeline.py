@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import torch
-
 from ragtune.core.adapters import (
     CARD_NAME,
     adapter_path,
@@ -174,14 +172,12 @@ class Pipeline:
         """The index's embedder, in bf16 when prefill is: ranking sentences is on the way to the first
         token too, and bf16 moves their cosine scores by about 1e-4 (docs/serving.md)."""
         embed = self._need_index().embed
-        if self.generator.config.prefill_dtype == "float32":
-            return embed
 
-        def embed_bf16(texts: Sequence[str]) -> Any:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+        def embed_for_prompt(texts: Sequence[str]) -> Any:
+            with self.generator.prefill_precision():
                 return embed(texts)
 
-        return embed_bf16
+        return embed_for_prompt
 
     @staticmethod
     def _citations(hits: list[Hit]) -> list[Citation]:

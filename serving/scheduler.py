@@ -4,8 +4,8 @@ Requests that arrive together and share an adapter go into one `generate_rows` c
 so throughput grows with concurrency instead of requests queueing behind each other. Each row can
 stop on its own: a client that disconnects or passes its deadline stops its row, not the batch.
 
-The worker is also the only thread that runs torch in the server: retrieval, prompt preparation,
-adapter loads and index writes reach it through `run`. A second thread running torch ops gets a
+The worker is also the only thread that runs torch for requests: their preparation (adapter,
+retrieval, prompt) reaches it through `run`. A second thread running torch ops gets a
 second libgomp thread team; with more OpenMP threads than cores, libgomp shortens its spin-waits,
 and every later forward pass paid for it (on 2 cores: time to first token +70%, +10% per decoded
 token, measured in docs/serving.md).
@@ -100,9 +100,7 @@ class Scheduler:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
-        with self._cond:
-            calls, self._calls = list(self._calls), deque()
-        for _, future in calls:
+        for _, future in self._drain_calls():
             if future.set_running_or_notify_cancel():
                 future.set_exception(shutting_down())
 
@@ -130,7 +128,7 @@ class Scheduler:
         with self._cond:
             if self._stopping or not self.alive:
                 raise shutting_down()
-            if len(self._queue) + len(self._calls) >= self.max_queue:
+            if self.depth >= self.max_queue:
                 raise busy()
             self._calls.append((fn, future))
             self._cond.notify_all()
@@ -141,10 +139,13 @@ class Scheduler:
         return await asyncio.wrap_future(self.call(functools.partial(fn, *args, **kwargs)))
 
     # worker -------------------------------------------------------------------------------------
-    def _run_calls(self) -> None:
+    def _drain_calls(self) -> list[tuple[Callable[[], Any], Future[Any]]]:
         with self._cond:
             calls, self._calls = list(self._calls), deque()
-        for fn, future in calls:
+        return calls
+
+    def _run_calls(self) -> None:
+        for fn, future in self._drain_calls():
             if not future.set_running_or_notify_cancel():
                 continue
             try:
