@@ -25,14 +25,16 @@ from transformers.generation.streamers import BaseStreamer
 
 from ragtune.core.config import GenerationConfig
 from ragtune.core.errors import NotFoundError
+from ragtune.core.prefill import PrefillCopies
 from ragtune.core.threads import release_openmp_team
 
-# The bf16 prefill is a forward pass of its own before `generate` takes over, which costs about one
-# decoded token (~45 ms for the 135M model on 2 cores); below about 100 prompt tokens in a batch
-# that is more than bf16 saves, so short prompts stay float32. Letting `generate`'s own first step
-# run in bf16 instead saves that pass but picks the first answer token from bf16 logits, which cost
-# 0.025 token F1 on CMU-QA (docs/serving.md).
-BF16_PREFILL_MIN_TOKENS = 128
+# The bf16 prefill is a forward pass of its own before `generate` takes over, so the last prompt
+# token costs a float32 step (~45 ms for the 135M model on 2 cores). Measured with the LoRA, the time
+# to the first token broke even near 60 prompt tokens (42: 114 ms float32 against 126 ms; 74: 149
+# against 134; 310: 453 against 242), so shorter batches stay float32. Letting `generate`'s own first
+# step run in bf16 instead saves that step but picks the first answer token from bf16 logits, which
+# cost 0.025 token F1 on CMU-QA (docs/serving.md).
+BF16_PREFILL_MIN_TOKENS = 64
 
 
 @dataclass
@@ -145,6 +147,7 @@ class Generator:
         self.config = config or GenerationConfig()
         self.adapters: dict[str, Path] = {}
         self.lock = threading.RLock()  # one forward pass at a time: adapters are switched per call
+        self.prefill_copies = PrefillCopies()  # bf16 copies for `prefill_dtype: bfloat16`
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -172,6 +175,7 @@ class Generator:
                 raise NotFoundError(f"adapter '{name}' is not loaded")
             self.model.delete_adapter(name)
             del self.adapters[name]
+            self.prefill_copies.drop(name)
             # PEFT can leave the deleted adapter marked active, and `generate` then fails for every mode
             if self.adapters:
                 self.model.set_adapter(next(iter(self.adapters)))
@@ -207,26 +211,25 @@ class Generator:
         return kw
 
     def prefill_precision(self) -> AbstractContextManager[Any]:
-        """bf16 autocast under `prefill_dtype: bfloat16`, else nothing: the one rule for everything on
-        the way to the first token (the prompt's forward pass here, sentence ranking in the pipeline)."""
+        """bf16 autocast under `prefill_dtype: bfloat16`, else nothing: for work on the way to the first
+        token outside this model (the pipeline's sentence ranking); the prompt itself runs through a
+        bf16 copy of the model instead (`_inputs`)."""
         if self.config.prefill_dtype == "float32":
             return nullcontext()
         return torch.autocast("cpu", dtype=torch.bfloat16)
 
-    def _inputs(self, enc: Any) -> dict[str, Any]:
+    def _inputs(self, enc: Any, adapter: str | None) -> dict[str, Any]:
         """`generate`'s inputs. With `prefill_dtype: bfloat16` the prompt, all but its last token, runs
-        once under bf16 autocast and reaches `generate` as a float32 cache, so only the prefill
-        (compute-bound, most of a retrieval prompt's cost on a CPU) leaves float32; decoding,
-        which is bound by memory, gains little from bf16 and stays exact."""
+        once through a bf16 copy of the model (`core/prefill.py`) and reaches `generate` as a float32
+        cache, so only the prefill (compute-bound, most of a retrieval prompt's cost on a CPU) leaves
+        float32; decoding, which is bound by memory, gains little from bf16 and stays exact."""
         inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
         if self.config.prefill_dtype == "float32" or int(enc["attention_mask"].sum()) < BF16_PREFILL_MIN_TOKENS:
             return inputs
         ids, mask = enc["input_ids"][:, :-1], enc["attention_mask"][:, :-1]
         positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as `generate` numbers padded rows
-        with self.prefill_precision():
-            out = self.model(
-                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
-            )
+        twin = self.prefill_copies.get(self.model, adapter)
+        out = twin(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
         cache = out.past_key_values
         for layer in cache.layers:
             layer.keys, layer.values = layer.keys.float(), layer.values.float()
@@ -257,7 +260,7 @@ class Generator:
         with self.lock, torch.inference_mode(), self._select(adapter):
             torch.manual_seed(self.config.seed)
             t0 = time.perf_counter()
-            ids = self.model.generate(**self._inputs(enc), streamer=clock, **self._kwargs(max_new_tokens))
+            ids = self.model.generate(**self._inputs(enc, adapter), streamer=clock, **self._kwargs(max_new_tokens))
             t1 = time.perf_counter()
         width = enc["input_ids"].shape[1]
         results = []
@@ -301,7 +304,7 @@ class Generator:
             torch.manual_seed(self.config.seed)
             t0 = time.perf_counter()
             self.model.generate(
-                **self._inputs(enc), streamer=tracker, stopping_criteria=StoppingCriteriaList([tracker]), **kw
+                **self._inputs(enc, adapter), streamer=tracker, stopping_criteria=StoppingCriteriaList([tracker]), **kw
             )
             t1 = time.perf_counter()
         out = []
@@ -327,7 +330,7 @@ class Generator:
             try:
                 with self.lock, torch.inference_mode(), self._select(adapter):
                     torch.manual_seed(self.config.seed)
-                    self.model.generate(**self._inputs(enc), streamer=streamer, **self._kwargs(max_new_tokens))
+                    self.model.generate(**self._inputs(enc, adapter), streamer=streamer, **self._kwargs(max_new_tokens))
             except BaseException as exc:  # surfaced to the consumer below
                 errors.append(exc)
                 streamer.end()

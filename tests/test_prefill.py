@@ -1,4 +1,5 @@
-"""bf16 prefill: the prompt runs in bf16 and hands generation a float32 cache; short prompts stay float32."""
+"""bf16 prefill: the prompt runs through a bf16 copy of the model (the adapter merged in) and hands
+generation a float32 cache; short prompts stay float32."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def test_long_prompt_prefills_in_bf16_and_hands_over_a_float32_cache(generator):
     n = enc["input_ids"].shape[1]
     assert n >= BF16_PREFILL_MIN_TOKENS
     with torch.inference_mode():
-        inputs = _bf16(generator)._inputs(enc)
+        inputs = _bf16(generator)._inputs(enc, None)
         cache = inputs["past_key_values"]
         assert cache.get_seq_length() == n - 1  # the last token is left for generate's first step
         assert {layer.keys.dtype for layer in cache.layers} == {torch.float32}
@@ -39,7 +40,7 @@ def test_long_prompt_prefills_in_bf16_and_hands_over_a_float32_cache(generator):
         exact = generator.model(**enc).logits[0, -1]
     assert int(fast.argmax()) == int(exact.argmax())
     assert torch.nn.functional.cosine_similarity(fast, exact, dim=0) > 0.99
-    assert "past_key_values" not in generator._inputs(enc)  # float32 (the default) never caches
+    assert "past_key_values" not in generator._inputs(enc, None)  # float32 (the default) never caches
 
 
 def test_short_prompts_stay_float32_and_padded_rows_continue_correctly(generator):
@@ -47,13 +48,13 @@ def test_short_prompts_stay_float32_and_padded_rows_continue_correctly(generator
     short = PromptBuilder(tok, "Answer in one sentence.").prompt(QUESTION)
     fast = _bf16(generator)
     alone = tok([short], return_tensors="pt", add_special_tokens=False)
-    assert "past_key_values" not in fast._inputs(alone)
+    assert "past_key_values" not in fast._inputs(alone, None)
     assert fast.generate([short], max_new_tokens=6)[0].text == generator.generate([short], max_new_tokens=6)[0].text
     # next to a long row the batch is prefilled in bf16; the short row sits behind left padding
     enc = tok([_long_prompt(tok), short], return_tensors="pt", padding=True, add_special_tokens=False)
     mask = enc["attention_mask"]
     with torch.inference_mode():
-        cache = fast._inputs(enc)["past_key_values"]
+        cache = fast._inputs(enc, None)["past_key_values"]
         positions = (mask.cumsum(-1) - 1)[:, -1:]
         step = generator.model(
             input_ids=enc["input_ids"][:, -1:], attention_mask=mask, position_ids=positions, past_key_values=cache
@@ -61,6 +62,38 @@ def test_short_prompts_stay_float32_and_padded_rows_continue_correctly(generator
         exact = generator.model(**alone).logits[0, -1]
     assert int(step.argmax()) == int(exact.argmax())
     assert torch.nn.functional.cosine_similarity(step, exact, dim=0) > 0.99
+
+
+def test_an_adapter_prefills_through_its_own_merged_copy_which_unloading_drops(pipeline_factory):
+    pipeline = pipeline_factory()
+    gen = pipeline.generator
+    pipeline.load_adapter("tiny")
+    enc = gen.tokenizer([_long_prompt(gen.tokenizer)], return_tensors="pt", add_special_tokens=False)
+    plain = gen.config
+    gen.config = plain.model_copy(update={"prefill_dtype": "bfloat16"})
+    try:
+        with torch.inference_mode():
+            with gen._select(None):
+                base_cache = gen._inputs(enc, None)["past_key_values"]
+            with gen._select("tiny"):
+                cache = gen._inputs(enc, "tiny")["past_key_values"]
+                # the adapter is in the copy: its keys differ from the base model's (the LoRA covers k_proj)
+                adapted = not torch.allclose(cache.layers[-1].keys, base_cache.layers[-1].keys, atol=1e-3)
+                fast = gen.model(input_ids=enc["input_ids"][:, -1:], past_key_values=cache).logits[0, -1]
+                exact = gen.model(**enc).logits[0, -1]
+    finally:
+        gen.config = plain
+    twin = gen.prefill_copies.get(gen.model, "tiny")
+    assert {p.dtype for p in twin.parameters()} == {torch.bfloat16}
+    assert not any("lora_" in name for name, _ in twin.named_parameters())  # merged, not wrapped
+    assert adapted
+    assert int(fast.argmax()) == int(exact.argmax())
+    assert torch.nn.functional.cosine_similarity(fast, exact, dim=0) > 0.99
+    gen.unload_adapter("tiny")
+    try:
+        assert "tiny" not in gen.prefill_copies and None in gen.prefill_copies
+    finally:
+        pipeline.load_adapter("tiny")
 
 
 def test_prefill_dtype_arm_knob_applies_for_its_arm_only(pipeline_factory):
