@@ -25,6 +25,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from ragtune.core.config import GenerationConfig
 from ragtune.core.errors import NotFoundError
+from ragtune.core.models import peft_wrapping
 from ragtune.core.prefill import PrefillCopies
 from ragtune.core.threads import release_openmp_team
 
@@ -159,7 +160,7 @@ class Generator:
         from ragtune.core.adapters import check_adapter_dir
 
         check_adapter_dir(path)
-        with self.lock:
+        with self.lock, peft_wrapping():
             if name in self.adapters:
                 return
             if isinstance(self.model, PeftModel):

@@ -11,6 +11,9 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -115,6 +118,16 @@ def load_generator_model(ref: str, cache_dir: Path | None = None) -> tuple[Any, 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     model.eval()
     return model, load_tokenizer(ref, cache_dir)
+
+
+@contextmanager
+def peft_wrapping() -> Iterator[None]:
+    """Around PEFT calls that wrap a model. PEFT reads `model.is_gradient_checkpointing`, which
+    transformers 5 deprecates with a FutureWarning on every adapter load: noise about PEFT's code
+    that a user can do nothing about, so only that warning is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 @lru_cache(maxsize=4)

@@ -16,7 +16,7 @@ from ragtune import __version__
 from ragtune.core.adapters import adapter_path, check_adapter_dir, check_base_model, read_card, write_card
 from ragtune.core.config import Config
 from ragtune.core.errors import DataError
-from ragtune.core.models import load_generator_model
+from ragtune.core.models import load_generator_model, peft_wrapping
 from ragtune.tuning.trainer import base_model_hash
 
 
@@ -37,7 +37,8 @@ def merge_adapter(config: Config, name: str, out: Path | None = None) -> Path:
     started = time.time()
     target = Path(out) if out is not None else merged_dir(config, name)
     model, tok = load_generator_model(config.models.generator, config.models.cache_dir)
-    merged = PeftModel.from_pretrained(model, str(src)).merge_and_unload()
+    with peft_wrapping():
+        merged = PeftModel.from_pretrained(model, str(src)).merge_and_unload()
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from ragtune import __version__
 from ragtune.core.adapters import AdapterCard, check_base_model, model_fingerprint, read_card, write_card
 from ragtune.core.config import Config
 from ragtune.core.errors import ConfigError, DataError
-from ragtune.core.models import load_generator_model, resolve_generator
+from ragtune.core.models import load_generator_model, peft_wrapping, resolve_generator
 from ragtune.core.prompt import PromptBuilder
 from ragtune.tuning.callbacks import FormatAdherenceCallback
 from ragtune.tuning.cleaning import CleanReport, clean_examples
@@ -198,7 +198,8 @@ def train_adapter(
     if cfg.method == "full":
         model.train()
     elif init_adapter is not None:
-        model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+        with peft_wrapping():
+            model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
     else:
         lora = LoraConfig(
             r=cfg.lora_r,
@@ -207,7 +208,8 @@ def train_adapter(
             task_type="CAUSAL_LM",
             target_modules=target_modules(model.config.model_type, cfg.target_modules),
         )
-        model = get_peft_model(model, lora)
+        with peft_wrapping():
+            model = get_peft_model(model, lora)
     modules = sorted(getattr(getattr(model, "peft_config", {}).get("default"), "target_modules", None) or [])
 
     hyper: dict[str, Any] = {
