@@ -82,12 +82,13 @@ def test_a_client_that_times_out_stops_its_generation(live):
     assert scheduler.stats.tokens - before[1] < 200
 
 
-def test_retrieval_and_generation_run_on_the_one_model_thread(serving_pipeline):
+def test_retrieval_generation_and_adapter_loads_run_on_the_one_model_thread(serving_pipeline):
     """Every torch call of a request happens on the scheduler's worker (see core/threads.py)."""
     pipeline = serving_pipeline()
     app = create_app(pipeline)
     seen: list[int] = []
     prepare, generate_rows = pipeline.prepare, pipeline.generator.generate_rows
+    load, unload = pipeline.load_adapter, pipeline.generator.unload_adapter
 
     def spy_prepare(*args, **kwargs):
         seen.append(threading.get_ident())
@@ -104,6 +105,27 @@ def test_retrieval_and_generation_run_on_the_one_model_thread(serving_pipeline):
     finally:
         del pipeline.prepare, pipeline.generator.generate_rows
     assert r.status_code == 200
+    assert seen == [app.state.scheduler._thread.ident] * 2
+
+    def spy_load(*args, **kwargs):
+        seen.append(threading.get_ident())
+        return load(*args, **kwargs)
+
+    def spy_unload(*args, **kwargs):
+        seen.append(threading.get_ident())
+        return unload(*args, **kwargs)
+
+    load("tiny")  # so that unloading it has something to do
+    seen.clear()
+    pipeline.load_adapter = spy_load  # type: ignore[method-assign]
+    pipeline.generator.unload_adapter = spy_unload  # type: ignore[method-assign]
+    try:
+        client = TestClient(app)
+        assert client.post("/v1/adapters/tiny:unload").status_code == 200
+        assert client.post("/v1/adapters/tiny:load").json()["loaded"] is True
+    finally:
+        del pipeline.load_adapter, pipeline.generator.unload_adapter
+        load("tiny")  # loaded again whatever happened above: later tests use it
     assert seen == [app.state.scheduler._thread.ident] * 2
 
 

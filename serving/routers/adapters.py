@@ -39,7 +39,8 @@ async def load(request: Request, name: str = Name, _: str = admin_access) -> Ada
     """Load an adapter from the workspace; requests can name it right after."""
     pipeline: Pipeline = request.app.state.pipeline
     if name not in pipeline.generator.adapters:
-        await run_in_threadpool(pipeline.load_adapter, name)
+        # on the model thread, between batches, like every other torch call (core/threads.py)
+        await request.app.state.scheduler.run(pipeline.load_adapter, name)
     return next(a for a in await run_in_threadpool(_list, pipeline) if a.name == name)
 
 
@@ -49,5 +50,5 @@ async def unload(request: Request, name: str = Name, _: str = admin_access) -> A
     pipeline: Pipeline = request.app.state.pipeline
     if name not in pipeline.generator.adapters:
         raise NotFoundError(f"adapter '{name}' is not loaded")
-    await run_in_threadpool(pipeline.generator.unload_adapter, name)
+    await request.app.state.scheduler.run(pipeline.generator.unload_adapter, name)
     return AdapterInfo(name=name, loaded=False)
