@@ -5,10 +5,10 @@ so throughput grows with concurrency instead of requests queueing behind each ot
 stop on its own: a client that disconnects or passes its deadline stops its row, not the batch.
 
 The worker is also the only thread that runs torch for requests: their preparation (adapter,
-retrieval, prompt) and the adapter endpoints' loads and unloads reach it through `run`. A second thread running torch ops gets a
-second libgomp thread team; with more OpenMP threads than cores, libgomp shortens its spin-waits,
-and every later forward pass paid for it (on 2 cores: time to first token +70%, +10% per decoded
-token, measured in docs/serving.md).
+retrieval, prompt) and the adapter endpoints' loads and unloads reach it through `run`. A second
+thread running torch ops gets a second libgomp thread team; with more OpenMP threads than cores,
+libgomp shortens its spin-waits, and every later forward pass paid for it (on 2 cores: time to
+first token +70%, +10% per decoded token, measured in docs/serving.md).
 """
 
 from __future__ import annotations

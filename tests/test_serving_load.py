@@ -86,47 +86,34 @@ def test_retrieval_generation_and_adapter_loads_run_on_the_one_model_thread(serv
     """Every torch call of a request happens on the scheduler's worker (see core/threads.py)."""
     pipeline = serving_pipeline()
     app = create_app(pipeline)
+    client = TestClient(app)
     seen: list[int] = []
-    prepare, generate_rows = pipeline.prepare, pipeline.generator.generate_rows
-    load, unload = pipeline.load_adapter, pipeline.generator.unload_adapter
 
-    def spy_prepare(*args, **kwargs):
-        seen.append(threading.get_ident())
-        return prepare(*args, **kwargs)
+    def on_thread(fn):
+        def spy(*args, **kwargs):
+            seen.append(threading.get_ident())
+            return fn(*args, **kwargs)
 
-    def spy_generate(*args, **kwargs):
-        seen.append(threading.get_ident())
-        return generate_rows(*args, **kwargs)
+        return spy
 
-    pipeline.prepare = spy_prepare  # type: ignore[method-assign]
-    pipeline.generator.generate_rows = spy_generate  # type: ignore[method-assign]
+    gen = pipeline.generator
+    load = pipeline.load_adapter
+    pipeline.prepare = on_thread(pipeline.prepare)  # type: ignore[method-assign]
+    pipeline.load_adapter = on_thread(load)  # type: ignore[method-assign]
+    gen.generate_rows = on_thread(gen.generate_rows)  # type: ignore[method-assign]
+    gen.unload_adapter = on_thread(gen.unload_adapter)  # type: ignore[method-assign]
     try:
-        r = TestClient(app).post("/v1/answer", json={"question": QUESTIONS[0], "mode": "rag", "max_new_tokens": 3})
-    finally:
-        del pipeline.prepare, pipeline.generator.generate_rows
-    assert r.status_code == 200
-    assert seen == [app.state.scheduler._thread.ident] * 2
-
-    def spy_load(*args, **kwargs):
-        seen.append(threading.get_ident())
-        return load(*args, **kwargs)
-
-    def spy_unload(*args, **kwargs):
-        seen.append(threading.get_ident())
-        return unload(*args, **kwargs)
-
-    load("tiny")  # so that unloading it has something to do
-    seen.clear()
-    pipeline.load_adapter = spy_load  # type: ignore[method-assign]
-    pipeline.generator.unload_adapter = spy_unload  # type: ignore[method-assign]
-    try:
-        client = TestClient(app)
+        r = client.post("/v1/answer", json={"question": QUESTIONS[0], "mode": "rag", "max_new_tokens": 3})
+        assert r.status_code == 200
+        assert seen == [app.state.scheduler._thread.ident] * 2
+        load("tiny")  # so that unloading it has something to do
+        seen.clear()
         assert client.post("/v1/adapters/tiny:unload").status_code == 200
         assert client.post("/v1/adapters/tiny:load").json()["loaded"] is True
+        assert seen == [app.state.scheduler._thread.ident] * 2
     finally:
-        del pipeline.load_adapter, pipeline.generator.unload_adapter
+        del pipeline.prepare, pipeline.load_adapter, gen.generate_rows, gen.unload_adapter
         load("tiny")  # loaded again whatever happened above: later tests use it
-    assert seen == [app.state.scheduler._thread.ident] * 2
 
 
 def test_release_openmp_team_frees_the_calling_threads_workers():
