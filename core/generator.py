@@ -170,6 +170,11 @@ class Generator:
             self.model.eval()
             self.adapters[name] = path
 
+    def warm_prefill(self, adapter: str | None) -> None:
+        """Build `adapter`'s bf16 prefill copy now rather than on its first long prompt."""
+        with self.lock, torch.inference_mode():
+            self.prefill_copies.get(self.model, adapter)
+
     def unload_adapter(self, name: str) -> None:
         with self.lock:
             if name not in self.adapters:

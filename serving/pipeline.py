@@ -75,9 +75,16 @@ class Pipeline:
         return cls(config, gen, index)
 
     def warm(self) -> Pipeline:
-        """Load the embedder now, so the first rag/hybrid request does not pay for it (a second or more)."""
+        """Load the embedder now, so the first rag/hybrid request does not pay for it (a second or more);
+        with bf16 prefill, also the default adapter and its bf16 copy (about a second more)."""
         if self.index is not None and self.index.stats()["chunks"]:
             _ = self.index.model
+        if self.generator.config.prefill_dtype == "bfloat16":
+            try:
+                name = self.resolve_adapter("hybrid", None)
+            except (ConfigError, DataError, NotFoundError):
+                return self  # no usable adapter yet: ft/hybrid requests say why, warming is no place to fail
+            self.generator.warm_prefill(name)
         return self
 
     # adapters -----------------------------------------------------------------------------------

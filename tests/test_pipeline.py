@@ -56,3 +56,18 @@ def test_warm_loads_the_embedder_of_a_reopened_index(pipeline_factory):
         assert reopened._model is not None
     finally:
         reopened.close()
+
+
+def test_warm_with_bf16_prefill_builds_the_default_adapters_copy(pipeline_factory, config):
+    shared = pipeline_factory()
+    gen = shared.generator
+    plain = gen.config
+    gen.config = plain.model_copy(update={"prefill_dtype": "bfloat16"})
+    try:
+        gen.prefill_copies.drop("tiny")
+        Pipeline(shared.config, gen, shared.index).warm()  # the newest adapter, tiny, is the default
+        assert "tiny" in gen.prefill_copies
+        # a workspace without adapters warms without failing; ft requests will say what is missing
+        Pipeline(config, gen).warm()
+    finally:
+        gen.config = plain
