@@ -89,6 +89,13 @@ class GenerationConfig(_Section):
         description="precision of the prompt's forward pass; bfloat16 roughly halves it for long "
         "(retrieval) prompts on CPUs with AVX512-BF16 or AMX, decoding stays float32",
     )
+    prefill_copies: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="bf16 copies of the model (one per adapter, 2 bytes a parameter each) kept for "
+        "bfloat16 prefill; traffic over more adapters than this rebuilds a copy on a switch",
+    )
 
 
 class TuningConfig(_Section):

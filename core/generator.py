@@ -148,7 +148,7 @@ class Generator:
         self.config = config or GenerationConfig()
         self.adapters: dict[str, Path] = {}
         self.lock = threading.RLock()  # one forward pass at a time: adapters are switched per call
-        self.prefill_copies = PrefillCopies()  # bf16 copies for `prefill_dtype: bfloat16`
+        self.prefill_copies = PrefillCopies(self.config.prefill_copies)  # for `prefill_dtype: bfloat16`
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
 import torch
 
 from ragtune.core.config import GenerationConfig
@@ -121,3 +122,22 @@ def test_prefill_dtype_arm_knob_applies_for_its_arm_only(pipeline_factory):
         del shared.generator.generate
     assert seen == ["bfloat16", "float32"]
     assert shared.generator.config.prefill_dtype == "float32"
+
+
+def test_prefill_copies_keep_the_most_recently_used(tmp_path, generator):
+    from ragtune.core.config import load_config
+    from ragtune.core.errors import ConfigError
+    from ragtune.core.prefill import PrefillCopies
+
+    model = torch.nn.Linear(4, 4)
+    copies = PrefillCopies(kept=2)
+    a = copies.get(model, "a")
+    copies.get(model, "b")
+    assert copies.get(model, "a") is a  # reused, and now the most recent
+    copies.get(model, "c")  # evicts b, the least recently used
+    assert "a" in copies and "c" in copies and "b" not in copies
+    assert a.weight.dtype == torch.bfloat16 and model.weight.dtype == torch.float32
+    cfg = load_config(workspace=tmp_path, environ={}, overrides={"generation": {"prefill_copies": 3}})
+    assert Generator(model, generator.tokenizer, cfg.generation).prefill_copies.kept == 3
+    with pytest.raises(ConfigError, match="prefill_copies"):
+        load_config(workspace=tmp_path, environ={}, overrides={"generation": {"prefill_copies": 0}})
