@@ -34,7 +34,7 @@ class PrefillCopies:
     """The bf16 copies in use, least recently used first out. `kept` is `generation.prefill_copies`:
     traffic over more adapters than that rebuilds a copy on a switch (0.6 s for the 135M model)."""
 
-    def __init__(self, kept: int = 2) -> None:
+    def __init__(self, kept: int) -> None:
         self.kept = kept
         self._copies: OrderedDict[str | None, Any] = OrderedDict()
 

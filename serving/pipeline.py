@@ -164,7 +164,9 @@ class Pipeline:
         """The blocks the prompt shows and the hits they came from (what the answer cites)."""
         budget = self.config.prompt.max_context_tokens
         if self.config.prompt.compress == "sentences" and hits:
-            kept = compress_hits(question, hits, self._sentence_embedder(), self.generator.count_tokens, budget)
+            # ranking is on the way to the first token too: bf16 with the prefill (scores move ~1e-4)
+            with self.generator.prefill_precision():
+                kept = compress_hits(question, hits, self._need_index().embed, self.generator.count_tokens, budget)
             return [ContextBlock(title=k.hit.chunk.title, text=k.text) for k in kept], [k.hit for k in kept]
         used: list[Hit] = []
         for hit in hits:
@@ -174,17 +176,6 @@ class Pipeline:
             used.append(hit)
             budget -= cost
         return [ContextBlock(title=h.chunk.title, text=h.chunk.text) for h in used], used
-
-    def _sentence_embedder(self) -> Callable[[Sequence[str]], Any]:
-        """The index's embedder, in bf16 when prefill is: ranking sentences is on the way to the first
-        token too, and bf16 moves their cosine scores by about 1e-4 (docs/serving.md)."""
-        embed = self._need_index().embed
-
-        def embed_for_prompt(texts: Sequence[str]) -> Any:
-            with self.generator.prefill_precision():
-                return embed(texts)
-
-        return embed_for_prompt
 
     @staticmethod
     def _citations(hits: list[Hit]) -> list[Citation]:
