@@ -19,9 +19,9 @@ from pathlib import Path
 
 from eval_cmuqa import ADAPTER, DATA, ROOT, setup  # type: ignore[import-not-found]
 
-from ragtune.eval.arms import EvalSuite
-from ragtune.eval.backends import InProcessBackend
-from ragtune.eval.session import evaluate
+from ragtune.eval.harness.arms import EvalSuite
+from ragtune.eval.harness.backends import InProcessBackend
+from ragtune.eval.harness.session import evaluate
 
 
 def main() -> None:

@@ -24,11 +24,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from ragtune.core.adapters import CARD_NAME, read_card  # noqa: E402
 from ragtune.core.config import Config, load_config  # noqa: E402
-from ragtune.eval.arms import EvalSuite  # noqa: E402
-from ragtune.eval.backends import InProcessBackend  # noqa: E402
-from ragtune.eval.data import EvalItem  # noqa: E402
-from ragtune.eval.loaders import EvalSet, load_cmu_qa, spread  # noqa: E402
-from ragtune.eval.session import evaluate  # noqa: E402
+from ragtune.eval.harness.arms import EvalSuite  # noqa: E402
+from ragtune.eval.harness.backends import InProcessBackend  # noqa: E402
+from ragtune.eval.harness.data import EvalItem  # noqa: E402
+from ragtune.eval.harness.loaders import EvalSet, load_cmu_qa, seeded_sample  # noqa: E402
+from ragtune.eval.harness.session import evaluate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets" / "cmu_qa"
@@ -145,7 +145,7 @@ def setup(out: Path, quick: bool, n_q: int, n_train: int, progress: bool) -> Set
 
     tune = _train(cfg, pipeline, data.train, n_train, progress)
 
-    items = spread(data.items, n_q, seed=0)
+    items = seeded_sample(data.items, n_q, seed=0)
     # a seeded shuffle: the blocks a --budget-min run finishes are a random sample, not the first articles
     random.Random(0).shuffle(items)
     return Setup(cfg, pipeline, data, items, tune, ingest_s, ingest.chunks_written)

@@ -1,6 +1,6 @@
 """RAFT vs plain SFT on CMU-QA, both adapters served in hybrid mode (retrieval + adapter).
 
-CMU-QA is split by article (`ragtune.eval.loaders.load_cmu_qa`, 30% of articles held out, seed 0),
+CMU-QA is split by article (`ragtune.eval.harness.loaders.load_cmu_qa`, 30% of articles held out, seed 0),
 so no test article's facts are in training. Both adapters train on the same sampled training
 questions with the same hyper-parameters (1 epoch):
 
@@ -32,9 +32,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 
 from ragtune.core.config import Config, load_config  # noqa: E402
-from ragtune.eval.data import EvalItem  # noqa: E402
-from ragtune.eval.loaders import EvalSet, load_cmu_qa, spread  # noqa: E402
-from ragtune.eval.metrics import extract, token_f1  # noqa: E402
+from ragtune.eval.harness.data import EvalItem  # noqa: E402
+from ragtune.eval.harness.loaders import EvalSet, load_cmu_qa, seeded_sample  # noqa: E402
+from ragtune.eval.harness.metrics import extract, token_f1  # noqa: E402
 from ragtune.tuning.data import Example  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,7 +174,7 @@ def main() -> None:
 
     pipeline = Pipeline.from_config(cfg, with_index=False)
     pipeline.index = index
-    items = spread(data.items, n_q, seed=0)
+    items = seeded_sample(data.items, n_q, seed=0)
     t0 = time.perf_counter()
     f1 = {name: _f1s(pipeline, items, name) for name in runs}
     eval_s = time.perf_counter() - t0

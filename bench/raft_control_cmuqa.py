@@ -25,9 +25,9 @@ from pathlib import Path
 from rich.console import Console
 
 from ragtune.core.config import load_config
-from ragtune.eval.learning_curve import nested_subsets
-from ragtune.eval.verdict import raft_rows, raft_tuning
-from ragtune.eval.verdict_inputs import load_suite, load_verdict_data
+from ragtune.eval.verdict.inputs import load_suite, load_verdict_data
+from ragtune.eval.verdict.learning_curve import nested_subsets
+from ragtune.eval.verdict.run import raft_rows, raft_tuning
 from ragtune.retrieval.index import Index
 from ragtune.tuning.trainer import train_adapter
 

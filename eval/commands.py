@@ -45,9 +45,9 @@ def eval_cmd(
     """Run each arm on the same questions, snapshot and seed; write report.json/.md/.html (resumable)."""
     if ctx.invoked_subcommand is not None:
         return
-    from ragtune.eval.arms import EvalSuite, arm, load_suite
-    from ragtune.eval.backends import Backend, HttpBackend, InProcessBackend
-    from ragtune.eval.session import evaluate, suite_items
+    from ragtune.eval.harness.arms import EvalSuite, arm, load_suite
+    from ragtune.eval.harness.backends import Backend, HttpBackend, InProcessBackend
+    from ragtune.eval.harness.session import evaluate, suite_items
 
     cfg = load_cli_config(workspace, config)
     suite = load_suite(suite_file) if suite_file else EvalSuite(arms=[arm(a) for a in cfg.eval.arms])
@@ -93,7 +93,7 @@ def compare_cmd(
     out: Annotated[Path | None, typer.Option("--out", help="Also write the comparison as markdown here.")] = None,
 ) -> None:
     """What changed between two runs: manifests, and paired tests per arm and metric."""
-    from ragtune.eval.compare import compare_reports
+    from ragtune.eval.harness.compare import compare_reports
 
     _, md = compare_reports(old, new)
     if out is not None:
@@ -111,6 +111,6 @@ def demo(
     config: ConfigFile = None,
 ) -> None:
     """The whole story on the bundled sample domain: ingest, tune, eval 4 arms, update, report."""
-    from ragtune.eval.demo import run_demo
+    from ragtune.eval.demo.run import run_demo
 
     run_demo(load_cli_config(workspace, config), retrain=retrain, limit=limit, console=console)

@@ -40,8 +40,8 @@ def verdict(
     confidence, latency, update cost, set-up cost and a learning curve; write a recommendation that
     cites every figure it rests on. Knobs: the `verdict` config section."""
     from ragtune.core.sample import sample_path
-    from ragtune.eval.verdict import run_verdict
-    from ragtune.eval.verdict_inputs import VerdictSuite, load_suite, load_verdict_data
+    from ragtune.eval.verdict.inputs import VerdictSuite, load_suite, load_verdict_data
+    from ragtune.eval.verdict.run import run_verdict
 
     flags = any(v for v in (data, train, docs, update, update_data))
     if suite is not None:

@@ -8,8 +8,8 @@ from ragtune.core.config import load_config
 from ragtune.core.errors import RagtuneError
 from ragtune.core.prompt import PromptBuilder
 from ragtune.core.types import Chunk, Hit
-from ragtune.eval.arms import ArmSpec
-from ragtune.eval.backends import HttpBackend, InProcessBackend
+from ragtune.eval.harness.arms import ArmSpec
+from ragtune.eval.harness.backends import HttpBackend, InProcessBackend
 from ragtune.retrieval.compress import compress_hits, split_sentences
 from ragtune.serving.pipeline import Pipeline
 

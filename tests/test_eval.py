@@ -4,10 +4,10 @@ from pathlib import Path
 import pytest
 
 from ragtune.core.errors import DataError
-from ragtune.eval import metrics
-from ragtune.eval.data import EvalItem, load_items
-from ragtune.eval.report import write_report
-from ragtune.eval.runner import run_arm, summarize
+from ragtune.eval.harness import metrics
+from ragtune.eval.harness.data import EvalItem, load_items
+from ragtune.eval.harness.report import write_report
+from ragtune.eval.harness.runner import run_arm, summarize
 
 
 def test_normalize_and_exact_match():

@@ -19,13 +19,13 @@ import pytest
 from ragtune.core.config import load_config
 from ragtune.core.errors import ConfigError, DataError
 from ragtune.core.types import Document
-from ragtune.eval.arms import EvalSuite, load_suite
-from ragtune.eval.backends import HttpBackend, InProcessBackend
-from ragtune.eval.compare import compare_reports
-from ragtune.eval.data import EvalItem
-from ragtune.eval.runner import Journal, Scoring, run_arms
-from ragtune.eval.schema import REPORT_SCHEMA
-from ragtune.eval.session import evaluate
+from ragtune.eval.harness.arms import EvalSuite, load_suite
+from ragtune.eval.harness.backends import HttpBackend, InProcessBackend
+from ragtune.eval.harness.compare import compare_reports
+from ragtune.eval.harness.data import EvalItem
+from ragtune.eval.harness.runner import Journal, Scoring, run_arms
+from ragtune.eval.harness.schema import REPORT_SCHEMA
+from ragtune.eval.harness.session import evaluate
 
 ITEMS = [
     EvalItem(

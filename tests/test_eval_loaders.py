@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ragtune.core.errors import DataError
-from ragtune.eval.loaders import load_cmu_qa, load_eval_set, load_hotpotqa, load_scifact, spread
+from ragtune.eval.harness.loaders import load_cmu_qa, load_eval_set, load_hotpotqa, load_scifact, seeded_sample
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
@@ -70,9 +70,9 @@ def test_generic_jsonl_and_errors(tmp_path: Path):
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
     s = load_eval_set("jsonl", f)
     assert [it.id for it in s.items] == [str(i) for i in range(10)] and s.items[3].doc_ids == ["d"]
-    picked = spread(s.items, 4, seed=0)
+    picked = seeded_sample(s.items, 4, seed=0)
     assert len(picked) == 4 and picked == sorted(picked, key=lambda it: int(it.id))  # set order kept
-    assert spread(s.items, 4, seed=0) == picked and spread(s.items, None) == s.items
+    assert seeded_sample(s.items, 4, seed=0) == picked and seeded_sample(s.items, None) == s.items
     with pytest.raises(DataError, match="unknown dataset kind"):
         load_eval_set("squad", f)
     with pytest.raises(DataError, match="not found"):

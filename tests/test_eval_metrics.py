@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from ragtune.eval import metrics
-from ragtune.eval.stats import apply_holm, bootstrap_ci, compare_pair, holm, mcnemar_exact, paired_bootstrap
+from ragtune.eval.harness import metrics
+from ragtune.eval.harness.stats import apply_holm, bootstrap_ci, compare_pair, holm, mcnemar_exact, paired_bootstrap
 
 
 def test_squad_em_f1_by_hand():

@@ -10,11 +10,11 @@ import jsonschema
 import pytest
 
 from ragtune.core.config import load_config
-from ragtune.eval.data import EvalItem
-from ragtune.eval.manifest import adapter_hashes, dataset_hash, manifest
-from ragtune.eval.report import write_report
-from ragtune.eval.runner import Record, summarize
-from ragtune.eval.schema import REPORT_SCHEMA
+from ragtune.eval.harness.data import EvalItem
+from ragtune.eval.harness.manifest import adapter_hashes, dataset_hash, manifest
+from ragtune.eval.harness.report import write_report
+from ragtune.eval.harness.runner import Record, summarize
+from ragtune.eval.harness.schema import REPORT_SCHEMA
 
 
 def rec(arm: str, i: int, ok: float, total: float = 100.0, batched: bool = False, wall: float = 100.0) -> Record:
@@ -156,9 +156,9 @@ class Scripted:
 def test_blocks_interleave_arms_and_a_deadline_leaves_paired_records(tmp_path: Path):
     import time
 
-    from ragtune.eval.arms import EvalSuite
-    from ragtune.eval.runner import Journal, run_arms
-    from ragtune.eval.session import evaluate
+    from ragtune.eval.harness.arms import EvalSuite
+    from ragtune.eval.harness.runner import Journal, run_arms
+    from ragtune.eval.harness.session import evaluate
 
     cfg = load_config(workspace=tmp_path / "ws", environ={}, overrides={"eval": {"latency_samples": 1}})
     items = [EvalItem(id=f"q{i}", question=f"question q{i}", answers=["yes"]) for i in range(5)]

@@ -12,8 +12,8 @@ from ragtune.core.config import GenerationConfig
 from ragtune.core.generator import BF16_PREFILL_MIN_TOKENS, Generator
 from ragtune.core.prompt import PromptBuilder
 from ragtune.core.types import ContextBlock
-from ragtune.eval.arms import ArmSpec
-from ragtune.eval.backends import InProcessBackend
+from ragtune.eval.harness.arms import ArmSpec
+from ragtune.eval.harness.backends import InProcessBackend
 
 QUESTION = "How long does a Zorblat lamp battery last?"
 FACT = "A Zorblat lamp battery lasts 31 hours. Charging takes 90 minutes."

@@ -5,7 +5,7 @@ import re
 
 from ragtune.core.config import HOUSE_STYLE_REGEX
 from ragtune.core.sample import sample_path
-from ragtune.eval.data import load_items
+from ragtune.eval.harness.data import load_items
 from ragtune.retrieval.loaders import load_documents
 from ragtune.tuning.data import load_examples
 

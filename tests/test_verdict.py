@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ragtune.eval.learning_curve import nested_subsets
-from ragtune.eval.recommend import (
+from ragtune.eval.verdict.learning_curve import nested_subsets
+from ragtune.eval.verdict.recommend import (
     ArmFigures,
     Comparison,
     CurvePoint,
@@ -21,7 +21,7 @@ from ragtune.eval.recommend import (
     VerdictFigures,
     recommend,
 )
-from ragtune.eval.verdict_report import VerdictResult, write_verdict
+from ragtune.eval.verdict.report import VerdictResult, write_verdict
 
 
 def _arm(name: str, q: float, fmt: float, p50: float) -> ArmFigures:

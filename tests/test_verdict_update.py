@@ -14,11 +14,11 @@ from ragtune.core.adapters import read_card
 from ragtune.core.errors import ConfigError
 from ragtune.core.sample import sample_path
 from ragtune.core.types import Document
-from ragtune.eval.arms import ArmSpec
-from ragtune.eval.data import EvalItem
-from ragtune.eval.update_cost import RETUNED, absorb_update, update_examples
-from ragtune.eval.verdict import _Trainer
-from ragtune.eval.verdict_inputs import load_suite, load_verdict_data
+from ragtune.eval.harness.arms import ArmSpec
+from ragtune.eval.harness.data import EvalItem
+from ragtune.eval.verdict.inputs import load_suite, load_verdict_data
+from ragtune.eval.verdict.run import _Trainer
+from ragtune.eval.verdict.update_cost import RETUNED, absorb_update, update_examples
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -120,7 +120,7 @@ def test_verdict_suite_on_cmu_qa_splits_by_article(tmp_path: Path):
 
 
 def test_raft_training_gets_room_for_its_retrieved_chunks(config):
-    from ragtune.eval.verdict import raft_tuning
+    from ragtune.eval.verdict.run import raft_tuning
 
     short = config.model_copy(update={"tuning": config.tuning.model_copy(update={"max_length": 384, "raft_k": 3})})
     t = raft_tuning(short)
@@ -131,7 +131,7 @@ def test_raft_training_gets_room_for_its_retrieved_chunks(config):
 
 
 def test_raft_adapter_continues_the_fine_tune_on_a_capped_seeded_subset(serving_pipeline):
-    from ragtune.eval.verdict import raft_rows, raft_tuning
+    from ragtune.eval.verdict.run import raft_rows, raft_tuning
     from ragtune.tuning.data import Example
 
     pipeline = serving_pipeline(own_index=True)

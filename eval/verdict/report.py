@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ragtune.eval.recommend import ArmFigures, Recommendation, VerdictFigures
+from ragtune.eval.verdict.recommend import ArmFigures, Recommendation, VerdictFigures
 
 
 class VerdictResult(BaseModel):

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from itertools import combinations
 from typing import Any
 
-from ragtune.eval.runner import LOWER_IS_BETTER, Record
-from ragtune.eval.stats import PairTest, apply_holm, bootstrap_ci, compare_pair, is_binary
+from ragtune.eval.harness.runner import LOWER_IS_BETTER, Record
+from ragtune.eval.harness.stats import PairTest, apply_holm, bootstrap_ci, compare_pair, is_binary
 
 # Scores the per-question statistics cover, in report order; others present in records follow.
 PREFERRED = ["f1", "exact_match", "contains", "extracted_match", "format", "stale", "grounding", "citation", "mrr"]

@@ -15,7 +15,7 @@ from typing import Any
 from ragtune import __version__
 from ragtune.core.adapters import CARD_NAME
 from ragtune.core.config import Config
-from ragtune.eval.data import EvalItem
+from ragtune.eval.harness.data import EvalItem
 
 PACKAGES = (
     "torch",

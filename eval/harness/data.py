@@ -6,11 +6,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from ragtune.core.errors import DataError
+
+T = TypeVar("T")
 
 
 class EvalItem(BaseModel):
@@ -56,3 +60,10 @@ def load_items(path: Path) -> list[EvalItem]:
     if not items:
         raise DataError(f"eval data {path} holds no items")
     return items
+
+
+def evenly_spaced(items: Sequence[T], n: int | None) -> list[T]:
+    """n items evenly spaced over the set, so every document keeps its share of questions."""
+    if n is None or n >= len(items):
+        return list(items)
+    return [items[round(i * len(items) / n)] for i in range(n)]

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from ragtune.core.errors import DataError
-from ragtune.eval.analysis import compare_runs
-from ragtune.eval.report import comparison_table
-from ragtune.eval.runner import Record
-from ragtune.eval.stats import PairTest
+from ragtune.eval.harness.analysis import compare_runs
+from ragtune.eval.harness.report import comparison_table
+from ragtune.eval.harness.runner import Record
+from ragtune.eval.harness.stats import PairTest
 
 TRACKED = ("snapshot", "config_hash", "dataset_hash", "adapters", "git_commit", "seed", "generator")
 

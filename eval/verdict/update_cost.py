@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 from ragtune.core.config import Config
 from ragtune.core.types import ContextBlock, Document
-from ragtune.eval.arms import ArmSpec
-from ragtune.eval.data import EvalItem
-from ragtune.eval.recommend import UpdateCost
-from ragtune.eval.runner import Record, Scoring, run_arms
+from ragtune.eval.harness.arms import ArmSpec
+from ragtune.eval.harness.data import EvalItem
+from ragtune.eval.harness.runner import Record, Scoring, run_arms
+from ragtune.eval.verdict.recommend import UpdateCost
 from ragtune.retrieval.index import Index
 from ragtune.serving.pipeline import Pipeline
 from ragtune.tuning.data import Example

@@ -17,7 +17,7 @@ import httpx
 from ragtune.core.errors import DataError, RagtuneError
 from ragtune.core.prompt import PromptBuilder
 from ragtune.core.types import Answer
-from ragtune.eval.arms import ArmSpec
+from ragtune.eval.harness.arms import ArmSpec
 from ragtune.serving.pipeline import Pipeline
 
 

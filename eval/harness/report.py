@@ -1,4 +1,4 @@
-"""report.json (schema in eval/schema.py), report.md (tables a person reads) and report.html
+"""report.json (schema in eval/harness/schema.py), report.md (tables a person reads) and report.html
 (standalone, plots inlined)."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ragtune.eval import plots
-from ragtune.eval.analysis import compare_arms, intervals, order_metrics
-from ragtune.eval.manifest import manifest
-from ragtune.eval.runner import Record
-from ragtune.eval.schema import SCHEMA_VERSION
-from ragtune.eval.stats import PairTest
+from ragtune.eval.harness import plots
+from ragtune.eval.harness.analysis import compare_arms, intervals, order_metrics
+from ragtune.eval.harness.manifest import manifest
+from ragtune.eval.harness.runner import Record
+from ragtune.eval.harness.schema import SCHEMA_VERSION
+from ragtune.eval.harness.stats import PairTest
 
 __all__ = ["COLUMNS", "manifest", "table", "write_report"]
 

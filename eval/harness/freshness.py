@@ -15,10 +15,10 @@ from typing import Any
 
 from ragtune.core.config import Config
 from ragtune.core.errors import DataError
-from ragtune.eval.arms import ArmSpec
-from ragtune.eval.backends import InProcessBackend
-from ragtune.eval.data import EvalItem
-from ragtune.eval.runner import Journal, Record, Scoring, run_arms
+from ragtune.eval.harness.arms import ArmSpec
+from ragtune.eval.harness.backends import InProcessBackend
+from ragtune.eval.harness.data import EvalItem
+from ragtune.eval.harness.runner import Journal, Record, Scoring, run_arms
 
 
 def as_of_before(items: Sequence[EvalItem]) -> list[EvalItem]:

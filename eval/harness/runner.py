@@ -19,11 +19,11 @@ from tqdm.auto import tqdm
 from ragtune.core.config import Config
 from ragtune.core.errors import DataError
 from ragtune.core.types import Answer
-from ragtune.eval import metrics
-from ragtune.eval.arms import ArmSpec
-from ragtune.eval.arms import arm as to_arm
-from ragtune.eval.backends import Backend, InProcessBackend
-from ragtune.eval.data import EvalItem
+from ragtune.eval.harness import metrics
+from ragtune.eval.harness.arms import ArmSpec
+from ragtune.eval.harness.arms import arm as to_arm
+from ragtune.eval.harness.backends import Backend, InProcessBackend
+from ragtune.eval.harness.data import EvalItem
 from ragtune.serving.pipeline import Pipeline
 
 # Metrics whose per-question value is 0/1 (McNemar applies) and those where lower is better.

@@ -8,14 +8,14 @@ from typing import Any
 
 from ragtune.core.config import Config
 from ragtune.core.errors import ConfigError
-from ragtune.eval.arms import EvalSuite
-from ragtune.eval.backends import Backend, InProcessBackend
-from ragtune.eval.data import EvalItem
-from ragtune.eval.freshness import freshness_markdown, run_freshness
-from ragtune.eval.loaders import load_eval_set, spread
-from ragtune.eval.manifest import adapter_hashes, dataset_hash, manifest
-from ragtune.eval.report import write_report
-from ragtune.eval.runner import Journal, Record, Scoring, check_run_key, run_arms, summarize
+from ragtune.eval.harness.arms import EvalSuite
+from ragtune.eval.harness.backends import Backend, InProcessBackend
+from ragtune.eval.harness.data import EvalItem
+from ragtune.eval.harness.freshness import freshness_markdown, run_freshness
+from ragtune.eval.harness.loaders import load_eval_set, seeded_sample
+from ragtune.eval.harness.manifest import adapter_hashes, dataset_hash, manifest
+from ragtune.eval.harness.report import write_report
+from ragtune.eval.harness.runner import Journal, Record, Scoring, check_run_key, run_arms, summarize
 
 
 @dataclass
@@ -35,7 +35,7 @@ def _finished_by_all(records: list[Record], arms: list[str]) -> set[str]:
 def suite_items(suite: EvalSuite, seed: int) -> list[EvalItem]:
     if suite.data is None:
         raise ConfigError("no eval data: give --data FILE (or `data:` in the suite file)")
-    return spread(load_eval_set(suite.dataset, suite.data, suite.split, seed).items, suite.limit, seed)
+    return seeded_sample(load_eval_set(suite.dataset, suite.data, suite.split, seed).items, suite.limit, seed)
 
 
 def evaluate(

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ragtune.eval.runner import Record
+from ragtune.eval.harness.runner import Record
 
 
 def _png(fig: Any) -> str:

@@ -20,11 +20,14 @@ from rich.console import Console
 from ragtune.core.adapters import read_card
 from ragtune.core.config import Config
 from ragtune.core.errors import DataError
-from ragtune.eval import stats
-from ragtune.eval.arms import ArmSpec
-from ragtune.eval.data import EvalItem
-from ragtune.eval.learning_curve import nested_subsets
-from ragtune.eval.recommend import (
+from ragtune.eval.harness import stats
+from ragtune.eval.harness.arms import ArmSpec
+from ragtune.eval.harness.data import EvalItem, evenly_spaced
+from ragtune.eval.harness.report import manifest
+from ragtune.eval.harness.runner import Record, Scoring, run_arms, summarize
+from ragtune.eval.verdict.inputs import VerdictData
+from ragtune.eval.verdict.learning_curve import nested_subsets
+from ragtune.eval.verdict.recommend import (
     ArmFigures,
     Comparison,
     CurvePoint,
@@ -34,24 +37,14 @@ from ragtune.eval.recommend import (
     VerdictFigures,
     recommend,
 )
-from ragtune.eval.report import manifest
-from ragtune.eval.runner import Record, Scoring, run_arms, summarize
-from ragtune.eval.update_cost import absorb_update
-from ragtune.eval.verdict_inputs import VerdictData
-from ragtune.eval.verdict_report import VerdictResult, write_verdict
+from ragtune.eval.verdict.report import VerdictResult, write_verdict
+from ragtune.eval.verdict.update_cost import absorb_update
 from ragtune.retrieval.index import Index
 from ragtune.serving.pipeline import Pipeline
 from ragtune.tuning.data import Example, data_hash
 from ragtune.tuning.trainer import train_adapter
 
 METRIC = "token F1"
-
-
-def spread(items: Sequence[Any], n: int | None) -> list[Any]:
-    """n items evenly spaced over the set, so every document keeps its share of questions."""
-    if n is None or n >= len(items):
-        return list(items)
-    return [items[round(i * len(items) / n)] for i in range(n)]
 
 
 def few_shot_prompt(system_prompt: str, examples: Sequence[Example], k: int) -> str:
@@ -213,7 +206,7 @@ def _curve(
     snapshot: str | None,
 ) -> list[CurvePoint]:
     """ft and hybrid per training share; the 100% point reuses the main run's answers to the same questions."""
-    curve_items = spread(items, config.verdict.curve_eval_limit)
+    curve_items = evenly_spaced(items, config.verdict.curve_eval_limit)
     ids = {it.id for it in curve_items}
     curve: list[CurvePoint] = []
     for f in sorted(subsets):
@@ -296,7 +289,7 @@ def run_verdict(config: Config, data: VerdictData, out: Path, console: Console |
     scoring = Scoring.from_config(config)
 
     console.rule("3. evaluate every arm on the same questions and snapshot")
-    items = spread(data.items, vc.eval_limit)
+    items = evenly_spaced(data.items, vc.eval_limit)
     records = run_arms(pipeline, items, arms, config, scoring=scoring, snapshot=snapshot)
     names = [a.name for a in arms]
 

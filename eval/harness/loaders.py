@@ -19,7 +19,7 @@ from typing import Any
 
 from ragtune.core.errors import DataError
 from ragtune.core.types import Document
-from ragtune.eval.data import EvalItem, load_items
+from ragtune.eval.harness.data import EvalItem, load_items
 
 
 @dataclass
@@ -192,7 +192,7 @@ def load_eval_set(kind: str, path: Path, split: str | None = None, seed: int = 0
     raise DataError(f"unknown dataset kind '{kind}'; choose jsonl, cmu_qa, scifact or hotpotqa")
 
 
-def spread(items: Sequence[EvalItem], n: int | None, seed: int = 0) -> list[EvalItem]:
+def seeded_sample(items: Sequence[EvalItem], n: int | None, seed: int = 0) -> list[EvalItem]:
     """A seeded sample of n items (all when n is None or larger), kept in the set's order."""
     if n is None or n >= len(items):
         return list(items)

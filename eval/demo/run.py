@@ -16,9 +16,10 @@ from rich.table import Table
 from ragtune.core.adapters import CARD_NAME, read_card
 from ragtune.core.config import Config
 from ragtune.core.sample import sample_path
-from ragtune.eval.data import load_items
-from ragtune.eval.report import manifest, table, write_report
-from ragtune.eval.runner import Record, run_arm, summarize
+from ragtune.eval.harness.data import evenly_spaced, load_items
+from ragtune.eval.harness.freshness import as_of_before, freshness_markdown, freshness_table
+from ragtune.eval.harness.report import manifest, table, write_report
+from ragtune.eval.harness.runner import Record, run_arm, summarize
 from ragtune.retrieval.loaders import load_documents
 from ragtune.serving.pipeline import Pipeline
 from ragtune.tuning.data import data_hash, load_examples
@@ -40,6 +41,15 @@ def _rich_table(title: str, summary: dict[str, dict[str, Any]]) -> Table:
         t.add_row(
             arm, _pct(s["accuracy"]), _pct(s["format"]), _pct(s["hit_at_k"]), f"{s['p50_ms']:.0f}", f"{s['p95_ms']:.0f}"
         )
+    return t
+
+
+def _freshness_rich(title: str, fresh: dict[str, dict[str, Any]]) -> Table:
+    t = Table(title=title)
+    for col in ("arm", "correct before (v1 facts)", "correct after (v2 facts)", "stale after", "followed"):
+        t.add_column(col, justify="left" if col == "arm" else "right")
+    for arm, f in fresh.items():
+        t.add_row(arm, _pct(f["before"]), _pct(f["after"]), _pct(f["stale_after"]), "yes" if f["followed"] else "no")
     return t
 
 
@@ -75,7 +85,7 @@ def run_demo(config: Config, retrain: bool = False, limit: int | None = None, co
     card = read_card(config.adapters_dir / ADAPTER)
 
     console.rule("3. evaluate base / ft / rag / hybrid on the sample eval set")
-    items = _spread(load_items(sample_path("eval.jsonl")), limit)
+    items = evenly_spaced(load_items(sample_path("eval.jsonl")), limit)
     records: list[Record] = []
     for arm in ARMS:
         records += run_arm(pipeline, items, arm, config, adapter=ADAPTER)
@@ -84,27 +94,20 @@ def run_demo(config: Config, retrain: bool = False, limit: int | None = None, co
 
     console.rule("4. documents change: apply version 2 and see who follows")
     updates = load_items(sample_path("eval_update.jsonl"))
-    updates = _spread(updates, max(4, limit // 4)) if limit and limit < len(updates) * 4 else updates
+    updates = evenly_spaced(updates, max(4, limit // 4)) if limit and limit < len(updates) * 4 else updates
     before = [
-        r for arm in ARMS for r in run_arm(pipeline, _as_of_v1(updates), arm, config, ADAPTER, desc=f"before {arm}")
+        r for arm in ARMS for r in run_arm(pipeline, as_of_before(updates), arm, config, ADAPTER, desc=f"before {arm}")
     ]
     t0 = time.perf_counter()
     upd = pipeline.index.upsert(load_documents([sample_path("docs", "v2")]))
     update_s = time.perf_counter() - t0
     console.print(f"update: {upd.summary()} in {update_s:.1f} s")
     after = [r for arm in ARMS for r in run_arm(pipeline, updates, arm, config, ADAPTER, desc=f"after {arm}")]
-    fresh = _freshness(before, after)
-    ft = Table(title=f"freshness: {len(updates)} questions whose answer changed")
-    for col in ("arm", "correct before (v1 facts)", "correct after (v2 facts)", "stale after"):
-        ft.add_column(col, justify="left" if col == "arm" else "right")
-    for arm, f in fresh.items():
-        ft.add_row(arm, _pct(f["before"]), _pct(f["after"]), _pct(f["stale_after"]))
-    console.print(ft)
+    fresh = freshness_table(before, after)
+    console.print(_freshness_rich(f"freshness: {len(updates)} questions whose answer changed", fresh))
 
     out = config.workspace / "demo-report"
-    fresh_md = "| arm | correct before (v1) | correct after (v2) | stale after |\n|---|---:|---:|---:|\n" + "\n".join(
-        f"| {a} | {_pct(f['before'])} | {_pct(f['after'])} | {_pct(f['stale_after'])} |" for a, f in fresh.items()
-    )
+    fresh_md = freshness_markdown(fresh)
     meta = manifest(
         config,
         {
@@ -134,28 +137,3 @@ def run_demo(config: Config, retrain: bool = False, limit: int | None = None, co
         f"  ragtune serve --workspace {ws}   # then POST /v1/answer, OpenAPI at http://127.0.0.1:8000/docs"
     )
     return md
-
-
-def _spread(items: list[Any], n: int | None) -> list[Any]:
-    """n items evenly spaced over the set, so every document keeps its share of questions."""
-    if n is None or n >= len(items):
-        return items
-    return [items[round(i * len(items) / n)] for i in range(n)]
-
-
-def _as_of_v1(items: list[Any]) -> list[Any]:
-    """The same questions scored against what was true before the update."""
-    return [it.model_copy(update={"answers": it.stale_answers, "stale_answers": []}) for it in items]
-
-
-def _freshness(before: list[Record], after: list[Record]) -> dict[str, dict[str, float | None]]:
-    out: dict[str, dict[str, float | None]] = {}
-    for arm in ARMS:
-        b = [r.contains for r in before if r.arm == arm]
-        a = [r for r in after if r.arm == arm]
-        out[arm] = {
-            "before": sum(b) / len(b) if b else None,
-            "after": sum(r.contains for r in a) / len(a) if a else None,
-            "stale_after": sum((r.stale or 0.0) for r in a) / len(a) if a else None,
-        }
-    return out

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ragtune.core.errors import ConfigError, DataError
 from ragtune.core.types import Document
-from ragtune.eval.data import EvalItem, load_items
+from ragtune.eval.harness.data import EvalItem, load_items
 from ragtune.retrieval.loaders import load_documents
 from ragtune.tuning.data import Example, load_examples
 
@@ -104,7 +104,7 @@ def _cap(examples: list[Example], n: int | None, seed: int) -> list[Example]:
 
 
 def _cmu_qa(suite: VerdictSuite) -> VerdictData:
-    from ragtune.eval.loaders import load_cmu_qa
+    from ragtune.eval.harness.loaders import load_cmu_qa
 
     assert suite.root is not None
     ds = load_cmu_qa(suite.root, suite.test_fraction, suite.seed, suite.max_article_chars)

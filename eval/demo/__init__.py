@@ -1,0 +1,1 @@
+"""`ragtune demo`: the whole story on the bundled sample domain, built on the harness."""
