@@ -1,4 +1,4 @@
-"""`ragtune` command line. Each subsystem owns its commands (`*/commands.py`); this file joins them.
+"""`ragtune` command line: one module per group of commands (`cli/*.py`); this file joins them.
 User mistakes print one line and exit with status 2."""
 
 from __future__ import annotations
@@ -7,12 +7,13 @@ import sys
 
 import typer
 
+from ragtune.cli.demo import app as demo_commands
+from ragtune.cli.eval import app as eval_commands
+from ragtune.cli.retrieval import app as retrieval_commands
+from ragtune.cli.serving import app as serving_commands
+from ragtune.cli.tuning import app as tuning_commands
+from ragtune.cli.verdict import app as verdict_commands
 from ragtune.core.errors import RagtuneError
-from ragtune.eval.commands import app as eval_commands
-from ragtune.eval.verdict_command import app as verdict_commands
-from ragtune.retrieval.commands import app as retrieval_commands
-from ragtune.serving.commands import app as serving_commands
-from ragtune.tuning.commands import app as tuning_commands
 
 app = typer.Typer(
     help="Fine-tune, retrieve, or both: build a domain chatbot and measure which setup wins.",
@@ -20,7 +21,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for commands in (retrieval_commands, tuning_commands, serving_commands, eval_commands, verdict_commands):
+# the order here is the order `ragtune --help` lists the commands in
+for commands in (retrieval_commands, tuning_commands, serving_commands, demo_commands, eval_commands, verdict_commands):
     app.add_typer(commands)
 
 
