@@ -32,7 +32,3 @@ def main() -> None:
     except RagtuneError as exc:
         sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")  # one line, never wrapped
         raise SystemExit(2) from None
-
-
-if __name__ == "__main__":
-    main()
