@@ -1,4 +1,4 @@
-"""`ragtune eval [compare]` and `ragtune demo`: the evaluation commands."""
+"""`ragtune eval [compare]`: the evaluation commands."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ragtune.core.cli_options import ConfigFile, Workspace, console, load_cli_config
+from ragtune.cli.options import ConfigFile, Workspace, console, load_cli_config
 from ragtune.core.errors import ConfigError
 
 app = typer.Typer()
@@ -99,18 +99,3 @@ def compare_cmd(
     if out is not None:
         out.write_text(md)
     console.print(md)
-
-
-@app.command()
-def demo(
-    retrain: Annotated[bool, typer.Option("--retrain", help="Train the adapter even if one fits.")] = False,
-    limit: Annotated[
-        int, typer.Option("--limit", min=4, help="Eval questions, spread over the set (160 = all of them).")
-    ] = 96,
-    workspace: Workspace = None,
-    config: ConfigFile = None,
-) -> None:
-    """The whole story on the bundled sample domain: ingest, tune, eval 4 arms, update, report."""
-    from ragtune.eval.demo.run import run_demo
-
-    run_demo(load_cli_config(workspace, config), retrain=retrain, limit=limit, console=console)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ragtune.core.cli_options import ConfigFile, Workspace, check_mode, console, load_cli_config
+from ragtune.cli.options import ConfigFile, Workspace, console, load_cli_config
 
 app = typer.Typer()
 
@@ -26,7 +26,7 @@ def ask(
 ) -> None:
     """Answer one question, streaming the text, then the citations and timings."""
     from ragtune.core.types import Answer
-    from ragtune.serving.pipeline import Pipeline
+    from ragtune.serving.pipeline import Pipeline, check_mode
 
     cfg = load_cli_config(workspace, config)
     mode = check_mode(mode or cfg.serving.default_mode)

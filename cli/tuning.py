@@ -1,7 +1,7 @@
 """`ragtune tune` and `ragtune adapters list|show|merge`: the tuning commands.
 
-`--raft` and `--objective causal-lm` read the index; this CLI glue is the one place in tuning that
-opens retrieval's `Index` (lazily), the library code only sees the `SearchIndex` protocol.
+`--raft` and `--objective causal-lm` read the index: this module opens retrieval's `Index` (lazily) and
+hands it to tuning, whose library code only sees the `SearchIndex` protocol.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from ragtune.core.cli_options import ConfigFile, Workspace, console, load_cli_config
+from ragtune.cli.options import ConfigFile, Workspace, console, load_cli_config
 from ragtune.core.config import Config
 from ragtune.core.errors import DataError, RagtuneError
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ragtune.core.cli_options import ConfigFile, Workspace, console, load_cli_config
+from ragtune.cli.options import ConfigFile, Workspace, console, load_cli_config
 from ragtune.core.config import Config
 from ragtune.core.errors import RagtuneError
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ragtune.core.cli_options import ConfigFile, Workspace, console, load_cli_config
+from ragtune.cli.options import ConfigFile, Workspace, console, load_cli_config
 from ragtune.core.errors import RagtuneError
 
 app = typer.Typer()
