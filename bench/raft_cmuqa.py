@@ -141,7 +141,7 @@ def main() -> None:
 
     from ragtune.retrieval.index import Index
     from ragtune.serving.pipeline import Pipeline
-    from ragtune.tuning.raft import RaftReport, build_raft_examples
+    from ragtune.tuning.raft import RaftReport, RaftSettings, build_raft_examples
     from ragtune.tuning.trainer import train_adapter
 
     data = _bounded(load_cmu_qa(DATA, test_fraction=0.3, seed=0), n_q, n_train)
@@ -156,9 +156,8 @@ def main() -> None:
 
     plain = _examples(data.train, n_train)
     report = RaftReport()
-    raft = build_raft_examples(
-        plain, index, k=args.k, p=cfg.tuning.raft_p, seed=cfg.tuning.seed, snapshot=snapshot, report=report
-    )
+    settings = RaftSettings(k=args.k, p=cfg.tuning.raft_p, seed=cfg.tuning.seed)
+    raft = build_raft_examples(plain, index, settings, snapshot=snapshot, report=report)
     runs: dict[str, dict[str, Any]] = {}
     for name, examples, snap in (("cmuqa-sft", plain, None), ("cmuqa-raft", raft, snapshot)):
         t0 = time.perf_counter()

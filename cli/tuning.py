@@ -44,7 +44,7 @@ def _init_adapter(cfg: Config, ref: str | None) -> Path | None:
 
 
 @app.command()
-def tune(
+def tune(  # noqa: PLR0913 - each parameter is a command-line option
     name: Annotated[str, typer.Option("--name", help="Adapter name: written to WORKSPACE/adapters/NAME.")],
     data: Annotated[
         Path | None,
@@ -91,19 +91,10 @@ def tune(
             raise RagtuneError("--data is required (unless --objective causal-lm)")
         examples = load_examples(data)
         if raft:
-            from ragtune.tuning.raft import RaftReport, build_raft_examples
+            from ragtune.tuning.raft import RaftReport, RaftSettings, build_raft_examples
 
-            index = _index(cfg)
             report = RaftReport()
-            examples = build_raft_examples(
-                examples,
-                index,
-                k=cfg.tuning.raft_k,
-                p=cfg.tuning.raft_p,
-                seed=cfg.tuning.seed,
-                mode=cfg.tuning.raft_search_mode,
-                report=report,
-            )
+            examples = build_raft_examples(examples, _index(cfg), RaftSettings.from_tuning(cfg.tuning), report=report)
             snapshot = report.snapshot
             for line in report.lines():
                 console.print(line)

@@ -13,7 +13,7 @@ from ragtune.core.errors import DataError
 from ragtune.core.types import Document
 from ragtune.retrieval.index import Index
 from ragtune.tuning.data import Example
-from ragtune.tuning.raft import RaftReport, build_raft_examples
+from ragtune.tuning.raft import RaftReport, RaftSettings, build_raft_examples
 
 EXTRA = [
     ("zorblat-warranty", "Zorblat Warranty", "Every Zorblat lamp has a warranty of 4 years. Repairs are free."),
@@ -60,7 +60,7 @@ def _gold_share(out: list[Example], index: Index) -> float:
 def test_gold_kept_with_probability_p_and_negatives_are_real_hits(raft_index: Index):
     examples = _examples(200)
     report = RaftReport()
-    out = build_raft_examples(examples, raft_index, k=3, p=0.8, seed=1, report=report)
+    out = build_raft_examples(examples, raft_index, RaftSettings(k=3, p=0.8, seed=1), report=report)
     assert len(out) == 200 and report.built == 200 and report.snapshot == raft_index.snapshot
     golds, ranked = _retrieved(raft_index, out, 9, gold=True), _retrieved(raft_index, out, 3, gold=False)
     kept = [any(c.text in g for c in e.context) for e, g in zip(out, golds, strict=True)]
@@ -73,10 +73,14 @@ def test_gold_kept_with_probability_p_and_negatives_are_real_hits(raft_index: In
         negatives = [c.text for c in ex.context if c.text not in gold]
         assert sorted(negatives) == sorted(top[: 3 - with_gold])  # the retriever's top non-gold hits
         assert ex.answer.endswith("\nSources: " + titles[str(ex.doc_id)])
-    again = build_raft_examples(examples, raft_index, k=3, p=0.8, seed=1)
+    again = build_raft_examples(examples, raft_index, RaftSettings(k=3, p=0.8, seed=1))
     assert again == out  # seeded
-    assert _gold_share(build_raft_examples(examples[:20], raft_index, k=2, p=1.0, seed=0), raft_index) == 1.0
-    assert _gold_share(build_raft_examples(examples[:20], raft_index, k=2, p=0.0, seed=0), raft_index) == 0.0
+    assert (
+        _gold_share(build_raft_examples(examples[:20], raft_index, RaftSettings(k=2, p=1.0, seed=0)), raft_index) == 1.0
+    )
+    assert (
+        _gold_share(build_raft_examples(examples[:20], raft_index, RaftSettings(k=2, p=0.0, seed=0)), raft_index) == 0.0
+    )
 
 
 def test_raft_skips_rows_without_gold_and_errors(raft_index: Index):
@@ -86,14 +90,14 @@ def test_raft_skips_rows_without_gold_and_errors(raft_index: Index):
         Example(question="Gone?", answer="y", doc_id="not-indexed"),
     ]
     report = RaftReport()
-    out = build_raft_examples(rows, raft_index, k=2, p=1.0, seed=0, report=report, citation=None)
+    out = build_raft_examples(rows, raft_index, RaftSettings(k=2, p=1.0, seed=0, citation=None), report=report)
     assert [e.answer for e in out] == ["4 years."]
     assert (report.skipped_no_gold_doc, report.skipped_gold_not_indexed) == (1, 1)
     assert any("without a doc_id" in line for line in report.lines())
     with pytest.raises(DataError, match="doc_id"):
-        build_raft_examples([Example(question="q", answer="a")], raft_index, k=2, p=0.8, seed=0)
+        build_raft_examples([Example(question="q", answer="a")], raft_index, RaftSettings(k=2, p=0.8, seed=0))
     with pytest.raises(DataError, match=r"\[0, 1\]"):
-        build_raft_examples(rows, raft_index, k=2, p=1.5, seed=0)
+        build_raft_examples(rows, raft_index, RaftSettings(k=2, p=1.5, seed=0))
 
 
 def test_pinned_snapshot_and_drift_check(tmp_path: Path, fact_docs: list[Document]):
@@ -108,9 +112,9 @@ def test_pinned_snapshot_and_drift_check(tmp_path: Path, fact_docs: list[Documen
     assert snapshot_drift(card.model_copy(update={"snapshot": None}), index) is None
 
     index.upsert([Document(id="zorblat-battery", title="Zorblat Battery", text="The battery now lasts 44 hours.")])
-    pinned = build_raft_examples(ex, index, k=2, p=1.0, seed=0, snapshot=old)
+    pinned = build_raft_examples(ex, index, RaftSettings(k=2, p=1.0, seed=0), snapshot=old)
     assert any("31 hours" in c.text for c in pinned[0].context)
-    current = build_raft_examples(ex, index, k=2, p=1.0, seed=0)
+    current = build_raft_examples(ex, index, RaftSettings(k=2, p=1.0, seed=0))
     assert any("44 hours" in c.text for c in current[0].context)
     drift = snapshot_drift(card, index, threshold=0.5)
     # one of four one-chunk documents replaced: Jaccard distance of the live chunk sets = 1 - 3/5

@@ -19,12 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ragtune.core.config import TuningConfig
 from ragtune.core.errors import DataError
 from ragtune.core.types import ContextBlock, Hit
 from ragtune.tuning.cleaning import normalise
 from ragtune.tuning.data import Example
 
-__all__ = ["DEFAULT_CITATION", "RaftReport", "SearchIndex", "build_raft_examples", "cite"]
+__all__ = ["DEFAULT_CITATION", "RaftReport", "RaftSettings", "SearchIndex", "build_raft_examples", "cite"]
 
 DEFAULT_CITATION = "\nSources: {title}"
 
@@ -44,6 +45,21 @@ class SearchIndex(Protocol):
         filters: dict[str, Any] | None = None,
         snapshot: str | None = None,
     ) -> list[list[Hit]]: ...
+
+
+@dataclass(frozen=True)
+class RaftSettings:
+    """How RAFT contexts are drawn: k chunks each, the gold one kept with probability p, seeded."""
+
+    k: int
+    p: float
+    seed: int
+    mode: str | None = None  # the search mode; None: retrieval's
+    citation: str | None = DEFAULT_CITATION  # appended to answers; None leaves them as they are
+
+    @classmethod
+    def from_tuning(cls, tuning: TuningConfig) -> RaftSettings:
+        return cls(k=tuning.raft_k, p=tuning.raft_p, seed=tuning.seed, mode=tuning.raft_search_mode)
 
 
 @dataclass
@@ -116,13 +132,9 @@ def _refill(
 def build_raft_examples(
     examples: list[Example],
     index: SearchIndex,
+    settings: RaftSettings,
     *,
-    k: int,
-    p: float,
-    seed: int,
     snapshot: str | None = None,
-    mode: str | None = None,
-    citation: str | None = DEFAULT_CITATION,
     report: RaftReport | None = None,
 ) -> list[Example]:
     """Examples with `doc_id` -> RAFT examples (context = real retrieval, gold kept with probability p).
@@ -133,6 +145,7 @@ def build_raft_examples(
     document the snapshot does not hold, are skipped and counted in `report`. Seeded: the same
     inputs and index snapshot give the same examples.
     """
+    k, p, mode = settings.k, settings.p, settings.mode
     if k < 1:
         raise DataError("RAFT needs k >= 1 retrieved chunks per example")
     if not 0.0 <= p <= 1.0:
@@ -153,7 +166,7 @@ def build_raft_examples(
     negatives = [[h for h in hits if h.chunk.doc_id != e.doc_id] for e, hits in zip(todo, wide, strict=True)]
     _refill(index, todo, gold_hits, lambda d: {"doc_id": d}, k, mode, snap, lambda hs: not hs)
     _refill(index, todo, negatives, lambda d: {"doc_id": {"$ne": d}}, k, mode, snap, lambda hs: len(hs) < k)
-    rng = random.Random(seed)
+    rng = random.Random(settings.seed)
     out: list[Example] = []
     for ex, golds, negs in zip(todo, gold_hits, negatives, strict=True):
         gold = _gold_hit(golds, ex.answer)
@@ -171,7 +184,7 @@ def build_raft_examples(
             ex.model_copy(
                 update={
                     "context": blocks,
-                    "answer": cite(ex.answer, gold.chunk.title or ex.title or "", citation),
+                    "answer": cite(ex.answer, gold.chunk.title or ex.title or "", settings.citation),
                     "group": ex.group or str(ex.doc_id),
                 }
             )

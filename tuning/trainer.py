@@ -8,6 +8,7 @@ to padding. Evaluation, early stopping, best-checkpoint selection, resume after 
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -22,12 +23,12 @@ from datasets import Dataset
 
 from ragtune import __version__
 from ragtune.core.adapters import AdapterCard, check_base_model, model_fingerprint, read_card, write_card
-from ragtune.core.config import Config
+from ragtune.core.config import Config, TuningConfig
 from ragtune.core.errors import ConfigError, DataError
 from ragtune.core.models import load_generator_model, peft_wrapping, resolve_generator
 from ragtune.core.prompt import PromptBuilder
 from ragtune.tuning.callbacks import FormatAdherenceCallback
-from ragtune.tuning.cleaning import CleanReport, clean_examples
+from ragtune.tuning.cleaning import clean_examples
 from ragtune.tuning.data import Example, data_hash
 from ragtune.tuning.encode import encode_corpus, encode_examples, non_pad_tokens
 from ragtune.tuning.split import split_groups
@@ -108,14 +109,14 @@ def _history(log: list[dict[str, Any]], formats: dict[int, float]) -> list[dict[
                 "epoch": epoch,
                 "train_loss": float(train[-1]) if train else None,
                 "val_loss": loss,
-                "val_perplexity": math.exp(loss) if loss < 50 else None,
+                "val_perplexity": _perplexity(loss),
                 "format_adherence": formats.get(epoch),
             }
         )
     return out
 
 
-def train_adapter(
+def train_adapter(  # noqa: PLR0913 - callers pass these options by keyword
     examples: list[Example],
     name: str,
     config: Config,
@@ -134,96 +135,214 @@ def train_adapter(
     is the index snapshot RAFT examples were retrieved from; `init_adapter` continues training an
     existing adapter (sequential fine-tuning).
     """
-    from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import (
-        DataCollatorForSeq2Seq,
-        EarlyStoppingCallback,
-        Trainer,
-        TrainerCallback,
-        TrainingArguments,
-        set_seed,
+    options = _Options(
+        epochs=epochs or config.tuning.epochs,
+        progress=progress,
+        init_adapter=init_adapter,
+        corpus=corpus,
+        snapshot=snapshot,
+        extra_hyperparameters=(extra_card or {}).get("hyperparameters", {}),
+        max_steps=max_steps,
     )
+    run = _start(name, config, options)
+    model, tok, builder = _load_model(config)
+    data = _prepare_data(examples, run, tok, builder)
+    model = _wrap_model(model, config.tuning, init_adapter)
+    hyper = _hyperparameters(run, _peft_targets(model))
+    resume = _prepare_resume(run.ckpt_dir, f"{data.data_hash}-{json.dumps(hyper, sort_keys=True, default=str)}")
+    callbacks, fmt = _callbacks(config, data, builder)
+    trainer = _trainer(run, model, tok, data, callbacks)
+    resumed_from = _resume_point(run, resume)
+    train_out = trainer.train(resume_from_checkpoint=resumed_from)
+    outcome = _measure(trainer, train_out, data, fmt)
+    result = TuneResult(
+        path=run.out_dir,
+        card=_card(run, data, hyper, outcome),
+        train_tokens=non_pad_tokens(data.train_rows),
+        history=outcome.history,
+        resumed_from=Path(resumed_from).name if resumed_from else None,
+    )
+    if trainer.is_world_process_zero():
+        _write(trainer.model, tok if config.tuning.method == "full" else None, result.card, run.out_dir, name)
+    return result
 
-    cfg = config.tuning
-    epochs = epochs or cfg.epochs
+
+@dataclass(frozen=True)
+class _Options:
+    """`train_adapter`'s per-call options, with the epoch count resolved against the config."""
+
+    epochs: float
+    progress: bool
+    init_adapter: Path | None
+    corpus: list[str] | None
+    snapshot: str | None
+    extra_hyperparameters: dict[str, Any]
+    max_steps: int | None
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every step of one run reads: its name, settings, start time and the base it trains on."""
+
+    name: str
+    config: Config
+    options: _Options
+    started: float
+    base_hash: str | None
+    parent: AdapterCard | None  # the adapter training continues from
+
+    @property
+    def tuning(self) -> TuningConfig:
+        return self.config.tuning
+
+    @property
+    def out_dir(self) -> Path:
+        root = self.config.workspace / "models" if self.tuning.method == "full" else self.config.adapters_dir
+        return root / self.name
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+
+@dataclass(frozen=True)
+class _Data:
+    """The run's cleaned, split and encoded rows, with the counts and hash its card records."""
+
+    train_rows: list[dict[str, Any]]
+    val_rows: list[dict[str, Any]]
+    val_examples: list[Example]  # SFT only: format adherence is measured on a sample of them
+    n_test: int
+    counts: dict[str, int]
+    data_hash: str
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    history: list[dict[str, Any]]
+    metrics: dict[str, float | None]
+
+
+def _start(name: str, config: Config, options: _Options) -> _Run:
+    """Seed, reject impossible settings and check a parent adapter's base model before any loading."""
+    for module in ("peft", "transformers.trainer"):
+        importlib.import_module(module)  # before the clock starts: wall_time_s times the run, not imports
+    from transformers import set_seed
+
     started = time.time()
-    set_seed(cfg.seed)
-    if cfg.method == "full" and init_adapter is not None:
+    set_seed(config.tuning.seed)
+    if config.tuning.method == "full" and options.init_adapter is not None:
         raise ConfigError("continuing from an adapter needs tuning.method=lora")
-    out_dir = (config.workspace / "models" if cfg.method == "full" else config.adapters_dir) / name
-
-    parent: AdapterCard | None = None
     base_hash = base_model_hash(config)
-    if init_adapter is not None:
-        parent = read_card(init_adapter)
+    parent: AdapterCard | None = None
+    if options.init_adapter is not None:
+        parent = read_card(options.init_adapter)
         check_base_model(parent, config.models.generator, base_hash)
+    return _Run(name, config, options, started, base_hash, parent)
 
+
+def _load_model(config: Config) -> tuple[Any, Any, PromptBuilder]:
     model, tok = load_generator_model(config.models.generator, config.models.cache_dir)
     tok.padding_side = "right"
-    builder = PromptBuilder(tok, config.prompt.system_prompt)
-    report = CleanReport()
-    counts: dict[str, int] = {}
-    train_ex: list[Example] = []
-    val_ex: list[Example] = []
-    if cfg.objective == "causal-lm":
-        texts = [t for t in (corpus or []) if t.strip()]
-        if not texts:
-            raise DataError("--objective causal-lm needs corpus text: ingest documents into the index first")
-        grouped = [Example(question="", answer=t, group=f"t{i}") for i, t in enumerate(texts)]
-        split = split_groups(grouped, cfg.val_fraction, 0.0, cfg.seed)
-        train_rows = encode_corpus([e.answer for e in split.train], tok, cfg.max_length)
-        val_rows = encode_corpus([e.answer for e in split.val], tok, cfg.max_length)
-        counts = {"texts": len(texts), "train_texts": len(split.train), "val_texts": len(split.val)}
-        hashed = grouped
-    else:
-        if not examples:
-            raise DataError("no training examples")
-        kept, report = clean_examples(examples, cfg.near_duplicates)
-        if not kept:
-            raise DataError("no training example left after cleaning: " + "; ".join(report.lines()))
-        split = split_groups(kept, cfg.val_fraction, cfg.test_fraction, cfg.seed)
-        train_ex, val_ex = split.train, split.val
-        train_rows, _ = encode_examples(
-            train_ex, builder, cfg.max_length, cfg.context_dropout, cfg.seed, cfg.overlong, report
-        )
-        val_rows, _ = encode_examples(val_ex, builder, cfg.max_length, cfg.context_dropout, cfg.seed + 1, cfg.overlong)
-        counts = {"loaded": len(examples), **report.as_dict(), **{f"split_{k}": v for k, v in split.counts().items()}}
-        hashed = examples
-        _say(progress, *report.lines(), f"split by group: {split.counts()}")
-    if not train_rows:
-        raise DataError(f"no training example fits in tuning.max_length={cfg.max_length} tokens")
-    counts["train_rows"], counts["val_rows"] = len(train_rows), len(val_rows)
+    return model, tok, PromptBuilder(tok, config.prompt.system_prompt)
 
-    lora: Any = None
+
+def _prepare_data(examples: list[Example], run: _Run, tok: Any, builder: PromptBuilder) -> _Data:
+    if run.tuning.objective == "causal-lm":
+        data = _corpus_data(run.options.corpus or [], run.tuning, tok)
+    else:
+        data = _sft_data(examples, run.tuning, builder, run.options.progress)
+    if not data.train_rows:
+        raise DataError(f"no training example fits in tuning.max_length={run.tuning.max_length} tokens")
+    data.counts["train_rows"], data.counts["val_rows"] = len(data.train_rows), len(data.val_rows)
+    return data
+
+
+def _corpus_data(corpus: list[str], cfg: TuningConfig, tok: Any) -> _Data:
+    """Causal-lm rows: each non-blank text is its own group, split into train and validation only."""
+    texts = [t for t in corpus if t.strip()]
+    if not texts:
+        raise DataError("--objective causal-lm needs corpus text: ingest documents into the index first")
+    grouped = [Example(question="", answer=t, group=f"t{i}") for i, t in enumerate(texts)]
+    split = split_groups(grouped, cfg.val_fraction, 0.0, cfg.seed)
+    return _Data(
+        train_rows=encode_corpus([e.answer for e in split.train], tok, cfg.max_length),
+        val_rows=encode_corpus([e.answer for e in split.val], tok, cfg.max_length),
+        val_examples=[],
+        n_test=len(split.test),
+        counts={"texts": len(texts), "train_texts": len(split.train), "val_texts": len(split.val)},
+        data_hash=data_hash(grouped),
+    )
+
+
+def _sft_data(examples: list[Example], cfg: TuningConfig, builder: PromptBuilder, progress: bool) -> _Data:
+    """SFT rows: cleaned, split by group, encoded with the answer tokens as the only labels."""
+    if not examples:
+        raise DataError("no training examples")
+    kept, report = clean_examples(examples, cfg.near_duplicates)
+    if not kept:
+        raise DataError("no training example left after cleaning: " + "; ".join(report.lines()))
+    split = split_groups(kept, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    train_rows, _ = encode_examples(
+        split.train, builder, cfg.max_length, cfg.context_dropout, cfg.seed, cfg.overlong, report
+    )
+    val_rows, _ = encode_examples(split.val, builder, cfg.max_length, cfg.context_dropout, cfg.seed + 1, cfg.overlong)
+    _say(progress, *report.lines(), f"split by group: {split.counts()}")
+    return _Data(
+        train_rows=train_rows,
+        val_rows=val_rows,
+        val_examples=split.val,
+        n_test=len(split.test),
+        counts={"loaded": len(examples), **report.as_dict(), **{f"split_{k}": v for k, v in split.counts().items()}},
+        data_hash=data_hash(examples),
+    )
+
+
+def _wrap_model(model: Any, cfg: TuningConfig, init_adapter: Path | None) -> Any:
+    """Full fine-tuning trains the model itself; LoRA continues `init_adapter` or starts a new adapter."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
     if cfg.method == "full":
         model.train()
-    elif init_adapter is not None:
+        return model
+    if init_adapter is not None:
         with peft_wrapping():
-            model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
-    else:
-        lora = LoraConfig(
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            task_type="CAUSAL_LM",
-            target_modules=target_modules(model.config.model_type, cfg.target_modules),
-        )
-        with peft_wrapping():
-            model = get_peft_model(model, lora)
-    modules = sorted(getattr(getattr(model, "peft_config", {}).get("default"), "target_modules", None) or [])
+            return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        task_type="CAUSAL_LM",
+        target_modules=target_modules(model.config.model_type, cfg.target_modules),
+    )
+    with peft_wrapping():
+        return get_peft_model(model, lora)
 
-    hyper: dict[str, Any] = {
+
+def _peft_targets(model: Any) -> list[str]:
+    """The modules the adapter wraps (a continued adapter keeps its parent's); none for full tuning."""
+    return sorted(getattr(getattr(model, "peft_config", {}).get("default"), "target_modules", None) or [])
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _hyperparameters(run: _Run, modules: list[str]) -> dict[str, Any]:
+    """The card's settings; with the data hash they also decide whether a checkpoint may be resumed."""
+    cfg, options = run.tuning, run.options
+    return {
         "method": cfg.method,
         "objective": cfg.objective,
-        "epochs": epochs,
-        "max_steps": max_steps,
+        "epochs": options.epochs,
+        "max_steps": options.max_steps,
         "learning_rate": cfg.learning_rate,
         "lr_scheduler": cfg.lr_scheduler,
         "warmup_ratio": cfg.warmup_ratio,
         "weight_decay": cfg.weight_decay,
         "batch_size": cfg.batch_size,
         "grad_accum": cfg.grad_accum,
-        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "world_size": _world_size(),
         "lora_r": cfg.lora_r,
         "lora_alpha": cfg.lora_alpha,
         "lora_dropout": cfg.lora_dropout,
@@ -233,19 +352,20 @@ def train_adapter(
         "context_dropout": cfg.context_dropout,
         "early_stopping_patience": cfg.early_stopping_patience,
         "seed": cfg.seed,
-        "system_prompt": config.prompt.system_prompt,
-        **(extra_card or {}).get("hyperparameters", {}),
+        "system_prompt": run.config.prompt.system_prompt,
+        **options.extra_hyperparameters,
     }
-    d_hash = data_hash(hashed)
-    ckpt_dir = out_dir / "checkpoints"
-    resume = _prepare_resume(ckpt_dir, f"{d_hash}-{json.dumps(hyper, sort_keys=True, default=str)}")
 
-    has_val = bool(val_rows)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    args = TrainingArguments(
-        output_dir=str(ckpt_dir),
-        num_train_epochs=epochs,
-        max_steps=max_steps or -1,
+
+def _training_args(run: _Run, has_val: bool) -> Any:
+    """Epoch-wise evaluation and checkpoints (the best one kept when there is validation data), CPU, gloo DDP."""
+    from transformers import TrainingArguments
+
+    cfg, options = run.tuning, run.options
+    return TrainingArguments(
+        output_dir=str(run.ckpt_dir),
+        num_train_epochs=options.epochs,
+        max_steps=options.max_steps or -1,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of all steps
@@ -265,80 +385,103 @@ def train_adapter(
         seed=cfg.seed,
         data_seed=cfg.seed,
         use_cpu=True,
-        ddp_backend="gloo" if world > 1 else None,
-        disable_tqdm=not progress,
+        ddp_backend="gloo" if _world_size() > 1 else None,
+        disable_tqdm=not options.progress,
         dataloader_num_workers=0,
         remove_unused_columns=False,
     )
-    callbacks: list[TrainerCallback] = []
-    if has_val and cfg.early_stopping_patience > 0:
+
+
+def _callbacks(config: Config, data: _Data, builder: PromptBuilder) -> tuple[list[Any], FormatAdherenceCallback | None]:
+    """Early stopping and format adherence, both only with validation data; the latter for SFT only."""
+    from transformers import EarlyStoppingCallback
+
+    cfg = config.tuning
+    callbacks: list[Any] = []
+    if not data.val_rows:
+        return callbacks, None
+    if cfg.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    fmt: FormatAdherenceCallback | None = None
-    if has_val and cfg.format_sample > 0 and cfg.objective == "sft" and val_ex:
-        sample = val_ex[: cfg.format_sample]
-        fmt = FormatAdherenceCallback(
-            builder, sample, config.eval.format_regex, config.eval.format_schema, cfg.format_max_new_tokens
-        )
-        callbacks.append(fmt)
-    trainer = Trainer(
+    if cfg.format_sample <= 0 or cfg.objective != "sft" or not data.val_examples:
+        return callbacks, None
+    fmt = FormatAdherenceCallback(
+        builder,
+        data.val_examples[: cfg.format_sample],
+        config.eval.format_regex,
+        config.eval.format_schema,
+        cfg.format_max_new_tokens,
+    )
+    callbacks.append(fmt)
+    return callbacks, fmt
+
+
+def _trainer(run: _Run, model: Any, tok: Any, data: _Data, callbacks: list[Any]) -> Any:
+    from transformers import DataCollatorForSeq2Seq, Trainer
+
+    has_val = bool(data.val_rows)
+    return Trainer(
         model=model,
-        args=args,
-        train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(val_rows) if has_val else None,
+        args=_training_args(run, has_val),
+        train_dataset=Dataset.from_list(data.train_rows),
+        eval_dataset=Dataset.from_list(data.val_rows) if has_val else None,
         data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100),
         callbacks=callbacks,
     )
-    resumed_from = _last_checkpoint(ckpt_dir) if resume else None
+
+
+def _resume_point(run: _Run, resume: bool) -> str | None:
+    resumed_from = _last_checkpoint(run.ckpt_dir) if resume else None
     if resumed_from:
-        _say(progress, f"resuming from {resumed_from}")
-    train_out = trainer.train(resume_from_checkpoint=resumed_from)
-    history = _history(trainer.state.log_history, fmt.by_epoch if fmt else {})
-    val_loss: float | None = None
-    if has_val:
-        val_loss = float(trainer.evaluate()["eval_loss"])
+        _say(run.options.progress, f"resuming from {resumed_from}")
+    return resumed_from
+
+
+def _perplexity(loss: float | None) -> float | None:
+    return math.exp(loss) if loss is not None and loss < 50 else None
+
+
+def _measure(trainer: Any, train_out: Any, data: _Data, fmt: FormatAdherenceCallback | None) -> _Outcome:
+    """Per-epoch history from the training log, then a final evaluation of the kept (best) model."""
+    history = _history(trainer.state.log_history, fmt.by_epoch if fmt else {})  # before evaluate() logs again
+    val_loss = float(trainer.evaluate()["eval_loss"]) if data.val_rows else None
     best = min(history, key=lambda h: h["val_loss"]) if history else {}
     step_losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
-    card = AdapterCard(
-        name=name,
-        kind="full" if cfg.method == "full" else "lora",
-        base_model=config.models.generator,
-        base_model_hash=base_hash,
-        data_hash=d_hash,
-        n_train=len(train_rows),
-        n_val=len(val_rows),
-        n_test=len(split.test),
-        data_counts=counts,
+    epochs_run = float(trainer.state.epoch or 0)
+    metrics = {
+        "train_loss": float(train_out.training_loss),
+        "val_loss": val_loss,
+        "val_perplexity": _perplexity(val_loss),
+        "format_adherence": best.get("format_adherence"),
+        "best_epoch": best.get("epoch"),
+        "epochs_run": epochs_run,
+        "train_tokens": float(non_pad_tokens(data.train_rows) * (trainer.state.epoch or 0)),
+        "train_runtime_s": float(train_out.metrics.get("train_runtime", 0.0)),
+        "first_step_loss": step_losses[0] if step_losses else None,
+        "last_step_loss": step_losses[-1] if step_losses else None,
+    }
+    return _Outcome(history=history, metrics=metrics)
+
+
+def _card(run: _Run, data: _Data, hyper: dict[str, Any], outcome: _Outcome) -> AdapterCard:
+    return AdapterCard(
+        name=run.name,
+        kind="full" if run.tuning.method == "full" else "lora",
+        base_model=run.config.models.generator,
+        base_model_hash=run.base_hash,
+        data_hash=data.data_hash,
+        n_train=len(data.train_rows),
+        n_val=len(data.val_rows),
+        n_test=data.n_test,
+        data_counts=data.counts,
         hyperparameters=hyper,
-        metrics={
-            "train_loss": float(train_out.training_loss),
-            "val_loss": val_loss,
-            "val_perplexity": math.exp(val_loss) if val_loss is not None and val_loss < 50 else None,
-            "format_adherence": best.get("format_adherence"),
-            "best_epoch": best.get("epoch"),
-            "epochs_run": float(trainer.state.epoch or 0),
-            "train_tokens": float(non_pad_tokens(train_rows) * (trainer.state.epoch or 0)),
-            "train_runtime_s": float(train_out.metrics.get("train_runtime", 0.0)),
-            "first_step_loss": step_losses[0] if step_losses else None,
-            "last_step_loss": step_losses[-1] if step_losses else None,
-        },
-        history=history,
-        snapshot=snapshot,
-        parent_adapter=parent.name if parent else None,
+        metrics=outcome.metrics,
+        history=outcome.history,
+        snapshot=run.options.snapshot,
+        parent_adapter=run.parent.name if run.parent else None,
         ragtune_version=__version__,
-        wall_time_s=round(time.time() - started, 1),
+        wall_time_s=round(time.time() - run.started, 1),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    result = TuneResult(
-        path=out_dir,
-        card=card,
-        train_tokens=non_pad_tokens(train_rows),
-        history=history,
-        resumed_from=Path(resumed_from).name if resumed_from else None,
-    )
-    if not trainer.is_world_process_zero():
-        return result
-    _write(trainer.model, tok if cfg.method == "full" else None, card, out_dir, name)
-    return result
 
 
 def _write(model: Any, tokenizer: Any, card: AdapterCard, out_dir: Path, name: str) -> None:

@@ -170,14 +170,12 @@ def raft_rows(
     if not any(e.doc_id for e in examples):
         console.print("no training example names its gold document (doc_id): no RAFT arm")
         return None
-    from ragtune.tuning.raft import build_raft_examples
+    from ragtune.tuning.raft import RaftSettings, build_raft_examples
 
     tc = config.tuning
     # `examples` is already a seeded shuffle (the learning curve's order), so a prefix is a seeded subset
     examples = examples[: config.verdict.raft_examples]
-    return build_raft_examples(
-        examples, index, k=tc.raft_k, p=tc.raft_p, seed=tc.seed, snapshot=snapshot, mode=tc.raft_search_mode
-    )
+    return build_raft_examples(examples, index, RaftSettings.from_tuning(tc), snapshot=snapshot)
 
 
 def raft_tuning(config: Config) -> dict[str, Any]:
