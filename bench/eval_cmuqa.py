@@ -137,7 +137,7 @@ def setup(out: Path, quick: bool, n_q: int, n_train: int, progress: bool) -> Set
     cfg.workspace.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
-    index = Index(cfg.index_dir, cfg.retrieval, cfg.models.embedder)
+    index = Index.from_config(cfg)
     ingest = index.upsert(data.documents, progress=progress)
     ingest_s = time.perf_counter() - t0
     pipeline = Pipeline.from_config(cfg, with_index=False)

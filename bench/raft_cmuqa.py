@@ -149,7 +149,7 @@ def main() -> None:
     cfg.workspace.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
-    index = Index(cfg.index_dir, cfg.retrieval, cfg.models.embedder)
+    index = Index.from_config(cfg)
     ingest = index.upsert(data.documents, progress=progress)
     ingest_s = time.perf_counter() - t0
     snapshot = index.snapshot

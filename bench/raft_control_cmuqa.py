@@ -54,7 +54,7 @@ def main() -> None:
     name = NAME if args.rows is None else f"{NAME}-{n}"
     snapshot = None
     if args.raft:  # the verdict's own RAFT builder, with n rows instead of verdict.raft_examples
-        index = Index(cfg.index_dir, cfg.retrieval, cfg.models.embedder)
+        index = Index.from_config(cfg)
         snapshot = index.snapshot
         wide = cfg.model_copy(update={"verdict": cfg.verdict.model_copy(update={"raft_examples": n})})
         rows = raft_rows(full, index, wide, snapshot, Console(stderr=True)) or []

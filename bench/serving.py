@@ -103,7 +103,7 @@ def build(ws: Path, plan: Plan) -> tuple[Pipeline, Config]:
     )
     model, tok = load_generator_model(cfg.models.generator, cfg.models.cache_dir)
     make_adapter(model, cfg.adapters_dir / ADAPTER, cfg.models.generator)
-    index = Index(cfg.index_dir, cfg.retrieval, cfg.models.embedder)
+    index = Index.from_config(cfg)
     index.upsert(load_documents([sample_path("docs", "v1")]), progress=False)
     pipeline = Pipeline(cfg, Generator(model, tok, cfg.generation), index)
     pipeline.load_adapter(ADAPTER)

@@ -21,7 +21,7 @@ app.add_typer(index_app, name="index")
 def _index(cfg: Config):  # noqa: ANN202 - lazy import keeps --help fast
     from ragtune.retrieval.index import Index
 
-    return Index(cfg.index_dir, cfg.retrieval, cfg.models.embedder)
+    return Index.from_config(cfg)
 
 
 def _warn(errors: list[str]) -> None:

@@ -26,7 +26,7 @@ def _index(cfg: Config) -> Any:
 
     if not (cfg.index_dir / "store.sqlite").exists():
         raise DataError(f"no index in {cfg.workspace}: run `ragtune ingest PATH` first")
-    return Index(cfg.index_dir, cfg.retrieval, cfg.models.embedder)
+    return Index.from_config(cfg)
 
 
 def _corpus(index: Any) -> list[str]:

@@ -1,81 +1,39 @@
 """The index a workspace holds: document lifecycle, snapshots, and dense / lexical / hybrid search.
 
 A commit is one SQLite transaction (rows, vectors, BM25 index, snapshot), so it is atomic and
-durable on its own. The FAISS index is a cache of the stored vectors: it follows each commit in
-memory, is written to `vectors-<snapshot>.faiss` only once enough has changed (`checkpoint_ratio`),
-and on open (or when another process has committed) it is caught up from the rows added and removed
-since the snapshot it matches, or rebuilt from the stored vectors if the file is missing or broken.
-One writer at a time across processes (a file lock); readers use their own WAL read transaction
-and are never blocked by it.
+durable on its own. The FAISS index is a cache of the stored vectors (`FaissCache`): it follows each
+commit in memory, is written to `vectors-<snapshot>.faiss` only once enough has changed
+(`checkpoint_ratio`), and on open (or when another process has committed) it is caught up from the
+rows added and removed since the snapshot it matches, or rebuilt from the stored vectors if the file
+is missing or broken. One writer at a time across processes (a file lock); readers use their own
+WAL read transaction and are never blocked by it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import filelock
 import numpy as np
 
-from ragtune.core.config import SEARCH_MODES, RetrievalConfig
-from ragtune.core.errors import DataError, NotFoundError, RagtuneError
+from ragtune.core.config import SEARCH_MODES, Config, RetrievalConfig
+from ragtune.core.errors import DataError, NotFoundError
 from ragtune.core.models import load_embedder
 from ragtune.core.types import Chunk, Document, Hit
-from ragtune.retrieval import vectors
 from ragtune.retrieval.chunker import Chunker
+from ragtune.retrieval.protocol import IndexLockedError, IngestReport, SnapshotNotFoundError
+from ragtune.retrieval.ranking import Ranking, exact_top_k, mmr, rrf_fuse
 from ragtune.retrieval.store import Store
+from ragtune.retrieval.vector_cache import FaissCache
 
-_FILE_SEQ = re.compile(r"^vectors-s(\d+)-[0-9a-f]+\.faiss$")
-# Removed chunks stay in the in-memory FAISS index as tombstones (skipped at search time) until this
-# many pile up: removing from a flat index moves every vector after it (about 15 ms at 100k chunks),
-# so one-document updates batch that cost instead of paying it on every commit.
-MAX_TOMBSTONES = 128
-
-
-class SnapshotNotFoundError(NotFoundError):
-    """A pinned snapshot that never existed or is no longer kept."""
-
-
-class IndexLockedError(RagtuneError):
-    """Another process holds the index's writer lock for longer than `retrieval.lock_timeout`."""
-
-
-@dataclass
-class IngestReport:
-    added: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
-    renamed: list[tuple[str, str]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    chunks_written: int = 0
-    vectors_reused: int = 0
-    snapshot: str | None = None
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.added or self.updated or self.deleted)
-
-    def summary(self) -> str:
-        text = (
-            f"{len(self.added)} added, {len(self.updated)} updated, {len(self.unchanged)} unchanged, "
-            f"{len(self.deleted)} deleted"
-        )
-        if self.renamed:
-            text += f", {len(self.renamed)} renamed"
-        text += (
-            f"; {self.chunks_written} chunks written ({self.vectors_reused} vectors reused); snapshot {self.snapshot}"
-        )
-        if self.errors:
-            text += f"; {len(self.errors)} files skipped"
-        return text
+__all__ = ["Index", "IndexLockedError", "IngestReport", "SnapshotNotFoundError", "content_hash"]
 
 
 def content_hash(doc: Document) -> str:
@@ -87,7 +45,63 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+@dataclass
+class _Plan:
+    """What a commit changes: the documents to (re)write with their content hashes, and its report."""
+
+    report: IngestReport
+    todo: list[tuple[Document, str]]
+
+    @property
+    def replaced(self) -> list[str]:
+        """Documents whose live chunks the commit retires."""
+        return self.report.updated + self.report.deleted
+
+
+class _Row(NamedTuple):
+    """One new chunk before it has an id."""
+
+    doc: Document
+    position: int
+    text: str
+    section: str
+
+    @property
+    def embedded(self) -> str:
+        """The text its vector is made from: title, section and chunk (so the vector knows the document)."""
+        return "\n".join(x for x in (self.doc.title, self.section, self.text) if x)
+
+    def chunk(self, chunk_id: int) -> Chunk:
+        meta = {**self.doc.metadata, "section": self.section} if self.section else self.doc.metadata
+        return Chunk(
+            id=chunk_id, doc_id=self.doc.id, position=self.position, text=self.text, title=self.doc.title, metadata=meta
+        )
+
+
+@dataclass
+class _Batch:
+    """A commit's new chunks with their vectors (reused by text hash, or freshly embedded)."""
+
+    rows: list[_Row]
+    hashes: list[str]  # of each row's embedded text
+    vecs: np.ndarray
+    dim: int
+    reused: int  # rows whose vector was found stored under the same text hash
+
+
+@dataclass
+class _Written:
+    """What a committed transaction changed, for the FAISS cache to follow."""
+
+    seq: int
+    snapshot: str
+    old_ids: np.ndarray
+    new_ids: np.ndarray
+
+
 class Index:
+    """`IndexProtocol` over SQLite (the truth) and a FAISS cache, in one folder of a workspace."""
+
     def __init__(self, path: Path, config: RetrievalConfig | None = None, embedder: str = "bundled:all-minilm-l6-v2"):
         self.path = Path(path)
         self.config = config or RetrievalConfig()
@@ -98,14 +112,16 @@ class Index:
         self._writer = filelock.FileLock(str(self.path / "writer.lock"))
         self._model: Any = None
         self._chunker: Chunker | None = None
-        self.faiss: Any = None
-        self._faiss_seq = 0
-        self._pending = 0  # chunks changed since the FAISS file on disk was written
-        self._tombstones: set[int] = set()  # removed chunk ids still physically in self.faiss
+        self.cache = FaissCache(self.path, self.store, self.config, lambda: self.dim)
         with self._lock, self.store.reading():
-            self._load_faiss(self.store.seq())
-        if self._should_checkpoint():
+            self.cache.load(self.store.seq())
+        if self.cache.should_checkpoint():
             self._try_checkpoint()
+
+    @classmethod
+    def from_config(cls, config: Config) -> Index:
+        """The workspace's index: `index_dir`, the `retrieval` section and the configured embedder."""
+        return cls(config.index_dir, config.retrieval, config.models.embedder)
 
     # models (lazy: opening an index to list snapshots should not load a model) ------------------
     @property
@@ -156,102 +172,15 @@ class Index:
         return seq
 
     # the FAISS cache ----------------------------------------------------------------------------
-    def _faiss_file(self, snapshot: str) -> Path:
-        return self.path / f"vectors-{snapshot}.faiss"
-
-    def _faiss_files(self) -> list[tuple[int, Path]]:
-        found = [(int(m.group(1)), f) for f in self.path.glob("vectors-*.faiss") if (m := _FILE_SEQ.match(f.name))]
-        return sorted(found, reverse=True)
-
-    def _load_faiss(self, seq: int) -> None:
-        """Make `self.faiss` match `seq`: newest usable file + the delta since, or a rebuild from SQLite."""
-        if seq == 0:
-            self.faiss, self._faiss_seq, self._pending = None, 0, 0
-            self._tombstones = set()
-            return
-        pruned = int(self.store.get_meta("pruned_upto", "0") or 0)
-        for fseq, f in self._faiss_files():
-            if fseq > seq or fseq < pruned:
-                continue  # a crashed commit's file, or one whose delta is no longer known
-            try:
-                index = vectors.read(f)
-            except RuntimeError:
-                continue  # truncated or corrupt
-            if index.ntotal != len(self.store.live_ids(fseq)):
-                continue  # behind the rows it claims to match
-            self.faiss, self._faiss_seq, self._pending = index, fseq, 0
-            self._tombstones = set()
-            self._catch_up(seq)
-            return
-        ids, vecs = self.store.live_vectors(self.dim, seq)
-        self.faiss = vectors.build(self.config, vecs.shape[1] if len(vecs) else self.dim, ids, vecs)
-        self._faiss_seq, self._pending = seq, max(1, len(ids))
-        self._tombstones = set()
-
-    def _catch_up(self, seq: int) -> None:
-        """Apply the commits made since `self.faiss` was current (by this or another process)."""
-        if self.faiss is None or self._faiss_seq == seq:
-            if self.faiss is None and seq:
-                self._load_faiss(seq)
-            return
-        if self._faiss_seq < int(self.store.get_meta("pruned_upto", "0") or 0) or self._faiss_seq > seq:
-            self._load_faiss(seq)
-            return
-        removed, added = self.store.delta(self._faiss_seq, seq)
-        self._apply(np.array(removed, dtype=np.int64), np.array(added, dtype=np.int64), None, seq)
-
-    def _apply(self, removed: np.ndarray, added: np.ndarray, vecs: np.ndarray | None, seq: int) -> None:
-        if self.faiss is None:
-            ids, all_vecs = self.store.live_vectors(self.dim, seq)
-            self.faiss = vectors.build(self.config, self.dim, ids, all_vecs)
-            self._tombstones = set()
-        else:
-            self._tombstones.update(int(i) for i in removed)
-            vectors.add(self.faiss, added, self.store.vectors(added.tolist(), self.dim) if vecs is None else vecs)
-        self._faiss_seq = seq
-        self._pending += len(removed) + len(added)
-        if len(self._tombstones) > MAX_TOMBSTONES:
-            self._compact()
-
-    def _compact(self) -> None:
-        """Physically drop the tombstoned vectors (before a checkpoint, or once enough piled up).
-
-        HNSW cannot remove vectors, so it is rebuilt from the stored vectors of the chunks live at the
-        snapshot it matches: tombstones make that happen once per `MAX_TOMBSTONES` removals, not per commit.
-        """
-        if self._tombstones and self.faiss is not None:
-            if vectors.can_remove(self.faiss):
-                vectors.remove(self.faiss, np.fromiter(self._tombstones, dtype=np.int64))
-            else:
-                ids, all_vecs = self.store.live_vectors(self.dim, self._faiss_seq)
-                self.faiss = vectors.build(self.config, self.dim, ids, all_vecs)
-        self._tombstones = set()
-
     @property
     def vector_count(self) -> int:
         """Live vectors in the FAISS cache (tombstones not counted); equals the live chunk count."""
-        return 0 if self.faiss is None else int(self.faiss.ntotal) - len(self._tombstones)
+        return self.cache.vector_count
 
     def checkpoint(self) -> None:
         """Write the FAISS file for the current snapshot (the caller holds the writer lock)."""
         with self._lock:
-            snap = self.snapshot
-            if self.faiss is None or snap is None or self._faiss_seq != self.store.seq():
-                return
-            self._compact()  # the file must hold exactly the chunks live at its snapshot
-            vectors.write(self.faiss, self._faiss_file(snap))
-            self.store.set_meta("faiss_seq", str(self._faiss_seq))
-            self._pending = 0
-            for _, f in self._faiss_files():
-                if f.name != self._faiss_file(snap).name:
-                    f.unlink(missing_ok=True)
-            for f in self.path.glob("vectors-*.tmp"):
-                f.unlink(missing_ok=True)
-
-    def _should_checkpoint(self) -> bool:
-        if self.faiss is None:
-            return False
-        return self._pending > self.config.checkpoint_ratio * max(1, self.vector_count) or not self._faiss_files()
+            self.cache.checkpoint(self.snapshot)
 
     def _try_checkpoint(self) -> None:
         try:
@@ -274,6 +203,17 @@ class Index:
             yield
         finally:
             self._writer.release()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One SQLite write transaction: committed if the block finishes, rolled back if anything raises."""
+        self.store.begin()
+        try:
+            yield
+            self.store.commit()
+        except BaseException:
+            self.store.rollback()
+            raise
 
     def upsert(self, docs: Iterable[Document], progress: bool = True) -> IngestReport:
         """Add new documents, replace changed ones, skip unchanged ones; one commit, one snapshot."""
@@ -308,6 +248,26 @@ class Index:
         progress: bool,
         on_commit: Callable[[Store], None] | None,
     ) -> IngestReport:
+        """Plan, embed, then write rows and snapshot in one transaction, then let the FAISS cache follow."""
+        plan = self._plan(docs, delete_ids)
+        if not plan.report.changed:
+            if on_commit is not None:  # bookkeeping only (e.g. a sync manifest): no new snapshot
+                with self._lock, self._transaction():
+                    on_commit(self.store)
+            return plan.report
+        # chunk and embed outside any transaction and without the read lock: a failure writes nothing
+        batch = self._embed_new(plan, progress)
+        plan.report.vectors_reused = batch.reused
+        with self._lock:
+            written = self._write(plan, batch, on_commit)
+            # the cache follows the committed rows; if this fails, the next read catches up from SQLite
+            self._apply_vectors(written, batch.vecs)
+        plan.report.chunks_written = len(batch.rows)
+        plan.report.snapshot = written.snapshot
+        return plan.report
+
+    def _plan(self, docs: list[Document], delete_ids: list[str]) -> _Plan:
+        """Sort the batch into added / updated / unchanged / deleted by content hash; unknown deletes fail."""
         with self._lock:
             known = self.store.content_hashes([*(d.id for d in docs), *delete_ids])
             report = IngestReport(snapshot=self.snapshot)
@@ -323,93 +283,79 @@ class Index:
                 (report.updated if doc.id in known else report.added).append(doc.id)
                 todo.append((doc, h))
         report.deleted = delete_ids
-        if not report.changed:
-            if on_commit is not None:  # bookkeeping only (e.g. a sync manifest): no new snapshot
-                with self._lock:
-                    self.store.begin()
-                    try:
-                        on_commit(self.store)
-                        self.store.commit()
-                    except BaseException:
-                        self.store.rollback()
-                        raise
-            return report
+        return _Plan(report, todo)
 
-        # chunk and embed outside any transaction and without the read lock: a failure writes nothing
-        rows: list[tuple[Document, int, str, str, str]] = []  # doc, position, text, section, text hash
-        for (doc, _), pieces in zip(todo, self.chunker.pieces_many([d for d, _ in todo]), strict=True):
+    def _embed_new(self, plan: _Plan, progress: bool) -> _Batch:
+        """Chunk the changed documents; reuse stored vectors of identical text and embed only the rest."""
+        rows: list[_Row] = []
+        for (doc, _), pieces in zip(plan.todo, self.chunker.pieces_many([d for d, _ in plan.todo]), strict=True):
             if not pieces:
                 raise DataError(f"document '{doc.id}' has no text to index")
-            for pos, p in enumerate(pieces):
-                embedded = "\n".join(x for x in (doc.title, p.section, p.text) if x)
-                rows.append((doc, pos, p.text, p.section, _sha(embedded)))
+            rows.extend(_Row(doc, pos, p.text, p.section) for pos, p in enumerate(pieces))
+        hashes = [_sha(row.embedded) for row in rows]
         with self._lock:
-            stored = self.store.vectors_by_text_hash(r[4] for r in rows)
+            stored = self.store.vectors_by_text_hash(hashes)
         todo_texts: dict[str, str] = {}
-        for doc, _, text, section, h in rows:
+        for row, h in zip(rows, hashes, strict=True):
             if h not in stored and h not in todo_texts:
-                todo_texts[h] = "\n".join(x for x in (doc.title, section, text) if x)
+                todo_texts[h] = row.embedded
         fresh = dict(zip(todo_texts, self.embed(list(todo_texts.values()), progress=progress), strict=True))
         dim = self.dim
         vecs = (
-            np.stack([fresh[h] if h in fresh else np.frombuffer(stored[h], dtype=np.float32) for *_, h in rows])
+            np.stack([fresh[h] if h in fresh else np.frombuffer(stored[h], dtype=np.float32) for h in hashes])
             if rows
             else np.zeros((0, dim), dtype=np.float32)
         )
-        report.vectors_reused = len(rows) - len(fresh)
+        return _Batch(rows, hashes, vecs, dim, reused=len(rows) - len(fresh))
 
-        replaced = report.updated + report.deleted
-        with self._lock:
-            self.store.begin()
-            try:
-                prev = self.store.seq()
-                self._catch_up(prev)  # another process may have committed since we opened
-                seq, now = prev + 1, time.time()
-                old_ids = np.array(self.store.chunk_ids_of(replaced), dtype=np.int64)
-                self.store.remove_documents(replaced, seq)
-                next_id = self.store.next_chunk_id()
-                new_ids = np.arange(next_id, next_id + len(rows), dtype=np.int64)
-                for doc, h in todo:
-                    self.store.put_document(doc.id, doc.title, h, doc.metadata, now, doc.text)
-                chunks = [
-                    (
-                        Chunk(
-                            id=int(cid),
-                            doc_id=doc.id,
-                            position=pos,
-                            text=text,
-                            title=doc.title,
-                            metadata={**doc.metadata, "section": section} if section else doc.metadata,
-                        ),
-                        vec,
-                        h,
-                    )
-                    for cid, (doc, pos, text, section, h), vec in zip(new_ids, rows, vecs, strict=True)
-                ]
-                self.store.put_chunks(chunks, seq, now)
-                n_docs, n_chunks = self.store.counts_after(
-                    prev, len(report.added) - len(report.deleted), len(rows) - len(old_ids)
-                )
-                change = repr(([(d.id, h) for d, h in todo], sorted(replaced)))
-                snapshot = f"s{seq:05d}-{_sha((self.snapshot or '') + change)[:8]}"
-                for key, value in (("dim", dim), ("next_chunk_id", next_id + len(rows)), ("seq", seq)):
-                    self.store.set_meta(key, str(value))
-                self.store.set_meta("snapshot", snapshot)
-                self.store.add_snapshot(snapshot, seq, n_docs, n_chunks)
-                self.store.prune(self.config.keep_snapshots, int(self.store.get_meta("faiss_seq", "0") or 0))
-                if on_commit is not None:
-                    on_commit(self.store)
-                self.store.commit()
-            except BaseException:
-                self.store.rollback()
-                raise
-            # the cache follows the committed rows; if this fails, the next read catches up from SQLite
-            self._apply(old_ids, new_ids, vecs, seq)
-            if self._should_checkpoint():
-                self.checkpoint()
-        report.chunks_written = len(rows)
-        report.snapshot = snapshot
-        return report
+    def _write(self, plan: _Plan, batch: _Batch, on_commit: Callable[[Store], None] | None) -> _Written:
+        """The commit's one transaction: retire replaced chunks, write the new rows, record the snapshot."""
+        with self._transaction():
+            prev = self.store.seq()
+            self.cache.catch_up(prev)  # another process may have committed since we opened
+            seq = prev + 1
+            next_id = self.store.next_chunk_id()
+            old_ids, new_ids = self._write_rows(plan, batch, seq, next_id)
+            snapshot = self._record_snapshot(plan, batch, prev, next_id, len(batch.rows) - len(old_ids))
+            if on_commit is not None:
+                on_commit(self.store)
+        return _Written(seq, snapshot, old_ids, new_ids)
+
+    def _write_rows(self, plan: _Plan, batch: _Batch, seq: int, next_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """Retire the replaced documents' chunks at `seq`, insert the new documents and chunks from `next_id` on."""
+        now = time.time()
+        old_ids = np.array(self.store.chunk_ids_of(plan.replaced), dtype=np.int64)
+        self.store.remove_documents(plan.replaced, seq)
+        new_ids = np.arange(next_id, next_id + len(batch.rows), dtype=np.int64)
+        for doc, h in plan.todo:
+            self.store.put_document(doc.id, doc.title, h, doc.metadata, now, doc.text)
+        chunks = [
+            (row.chunk(int(cid)), vec, h)
+            for cid, row, vec, h in zip(new_ids, batch.rows, batch.vecs, batch.hashes, strict=True)
+        ]
+        self.store.put_chunks(chunks, seq, now)
+        return old_ids, new_ids
+
+    def _record_snapshot(self, plan: _Plan, batch: _Batch, prev: int, next_id: int, chunks_delta: int) -> str:
+        """Name the new snapshot, set the meta rows, add its history row and prune old ones."""
+        seq = prev + 1
+        n_docs, n_chunks = self.store.counts_after(
+            prev, len(plan.report.added) - len(plan.report.deleted), chunks_delta
+        )
+        change = repr(([(d.id, h) for d, h in plan.todo], sorted(plan.replaced)))
+        snapshot = f"s{seq:05d}-{_sha((self.snapshot or '') + change)[:8]}"
+        for key, value in (("dim", batch.dim), ("next_chunk_id", next_id + len(batch.rows)), ("seq", seq)):
+            self.store.set_meta(key, str(value))
+        self.store.set_meta("snapshot", snapshot)
+        self.store.add_snapshot(snapshot, seq, n_docs, n_chunks)
+        self.store.prune(self.config.keep_snapshots, int(self.store.get_meta("faiss_seq", "0") or 0))
+        return snapshot
+
+    def _apply_vectors(self, written: _Written, vecs: np.ndarray) -> None:
+        """Bring the FAISS cache to the committed snapshot, and checkpoint it if enough has changed."""
+        self.cache.apply(written.old_ids, written.new_ids, vecs, written.seq)
+        if self.cache.should_checkpoint():
+            self.checkpoint()
 
     # reads --------------------------------------------------------------------------------------
     def search(
@@ -443,86 +389,52 @@ class Index:
             now = self.store.seq()
             if now == 0 or not queries:
                 return [[] for _ in queries]
-            self._catch_up(now)
-            depth = max(k, self.config.hybrid_candidates) if mode == "hybrid" else k
-            if self.config.mmr:
-                depth = max(depth, 4 * k)
-            need_vectors = mode != "lexical" or self.config.mmr
-            qvecs = self.embed(queries) if need_vectors else None
-            dense = (
-                self._dense(qvecs, depth, seq, filters, seq == now) if mode != "lexical" and qvecs is not None else []
-            )
-            lexical = [self.store.lexical(q, depth, seq, filters) for q in queries] if mode != "dense" else []
-            if mode == "dense":
-                ranked = dense
-            elif mode == "lexical":
-                ranked = lexical
-            else:
-                ranked = [self._fuse(d, lx) for d, lx in zip(dense, lexical, strict=True)]
-            if self.config.mmr and qvecs is not None:
-                ranked = [self._mmr(qv, r, k) for qv, r in zip(qvecs, ranked, strict=True)]
-            ranked = [r[:k] for r in ranked]
+            self.cache.catch_up(now)
+            ranked = self._rank(queries, k, mode, filters, seq)
             chunks = self.store.chunks(sorted({cid for r in ranked for cid, _ in r}))
         return [
             [Hit(chunk=chunks[cid], score=s, rank=n) for n, (cid, s) in enumerate(r, 1) if cid in chunks]
             for r in ranked
         ]
 
-    def _dense(
-        self, qvecs: np.ndarray, k: int, seq: int, filters: dict[str, Any] | None, current: bool
-    ) -> list[list[tuple[int, float]]]:
-        if current and self.faiss is not None:
+    def _rank(self, queries: list[str], k: int, mode: str, filters: dict[str, Any] | None, seq: int) -> list[Ranking]:
+        """Top-k (chunk id, score) per query at `seq`: dense, lexical or RRF-fused, then MMR if configured."""
+        depth = max(k, self.config.hybrid_candidates) if mode == "hybrid" else k
+        if self.config.mmr:
+            depth = max(depth, 4 * k)
+        need_vectors = mode != "lexical" or self.config.mmr
+        qvecs = self.embed(queries) if need_vectors else None
+        dense = self._dense(qvecs, depth, seq, filters) if mode != "lexical" and qvecs is not None else []
+        lexical = [self.store.lexical(q, depth, seq, filters) for q in queries] if mode != "dense" else []
+        if mode == "dense":
+            ranked = dense
+        elif mode == "lexical":
+            ranked = lexical
+        else:
+            c = self.config
+            ranked = [
+                rrf_fuse([(c.hybrid_dense_weight, d), (c.hybrid_lexical_weight, lx)], c.rrf_k)
+                for d, lx in zip(dense, lexical, strict=True)
+            ]
+        if self.config.mmr and qvecs is not None:
+            ranked = [self._diversify(qv, r, k) for qv, r in zip(qvecs, ranked, strict=True)]
+        return [r[:k] for r in ranked]
+
+    def _dense(self, qvecs: np.ndarray, k: int, seq: int, filters: dict[str, Any] | None) -> list[Ranking]:
+        """FAISS when it matches `seq` (the current snapshot); an older one: exact search over its stored vectors."""
+        if self.cache.faiss is not None and self.cache.seq == seq:
             # the allowed ids come from the live rows, so they never name a tombstone
             allowed = self.store.live_ids(seq, filters) if filters else None
-            dead = set() if allowed is not None else self._tombstones
-            n = self.faiss.ntotal if allowed is None else len(allowed)
-            if n - len(dead) <= 0:
-                return [[] for _ in qvecs]
-            scores, ids = vectors.search(self.faiss, self.config, qvecs, min(k + len(dead), n), allowed)
-            return [
-                [(int(i), float(s)) for s, i in zip(rs, ri, strict=True) if i >= 0 and int(i) not in dead][:k]
-                for rs, ri in zip(scores, ids, strict=True)
-            ]
-        # a pinned older snapshot: exact search over the stored vectors of the chunks live then
-        ids_arr, vecs = self.store.live_vectors(self.dim, seq, filters)
-        if not len(ids_arr):
-            return [[] for _ in qvecs]
-        sims = qvecs @ vecs.T
-        top = min(k, len(ids_arr))
-        out = []
-        for row in sims:
-            best = np.argpartition(-row, top - 1)[:top]
-            best = best[np.argsort(-row[best])]
-            out.append([(int(ids_arr[j]), float(row[j])) for j in best])
-        return out
+            return self.cache.search(qvecs, k, allowed)
+        ids, vecs = self.store.live_vectors(self.dim, seq, filters)
+        return exact_top_k(qvecs, ids, vecs, k)
 
-    def _fuse(self, dense: list[tuple[int, float]], lexical: list[tuple[int, float]]) -> list[tuple[int, float]]:
-        """Reciprocal rank fusion: a chunk ranked high by either list rises; scores need no calibration."""
-        c = self.config
-        fused: dict[int, float] = {}
-        for weight, ranking in ((c.hybrid_dense_weight, dense), (c.hybrid_lexical_weight, lexical)):
-            for rank, (cid, _) in enumerate(ranking, 1):
-                fused[cid] = fused.get(cid, 0.0) + weight / (c.rrf_k + rank)
-        return sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
-
-    def _mmr(self, qvec: np.ndarray, ranked: list[tuple[int, float]], k: int) -> list[tuple[int, float]]:
-        """Maximal marginal relevance: trade a little relevance for hits that do not repeat each other."""
+    def _diversify(self, qvec: np.ndarray, ranked: Ranking, k: int) -> Ranking:
+        """MMR over the candidates' stored vectors (none loaded for a single candidate)."""
         if len(ranked) <= 1:
             return ranked
-        ids = [cid for cid, _ in ranked]
-        vecs = self.store.vectors(ids, self.dim)
-        rel = vecs @ qvec
-        lam = self.config.mmr_lambda
-        chosen: list[int] = []
-        left = list(range(len(ids)))
-        while left and len(chosen) < k:
-            if chosen:
-                redundancy = (vecs[left] @ vecs[chosen].T).max(axis=1)
-                scores = lam * rel[left] - (1 - lam) * redundancy
-            else:
-                scores = rel[left]
-            chosen.append(left.pop(int(np.argmax(scores))))
-        return [ranked[i] for i in chosen]
+        vecs = self.store.vectors([cid for cid, _ in ranked], self.dim)
+        return mmr(qvec, ranked, vecs, k, self.config.mmr_lambda)
 
     # documents and stats ------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -566,7 +478,7 @@ class Index:
         eval may keep using an index that other code has closed). Waits for calls in other threads.
         """
         with self._lock:
-            if self._pending and not self.store.closed:
+            if self.cache.pending and not self.store.closed:
                 self._try_checkpoint()
             self.store.close()
 

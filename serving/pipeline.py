@@ -22,7 +22,6 @@ from ragtune.core.adapters import (
     check_base_model,
     list_adapters,
     read_card,
-    warn_if_drifted,
 )
 from ragtune.core.config import MODES, Config
 from ragtune.core.errors import ConfigError, DataError, NotFoundError
@@ -32,6 +31,7 @@ from ragtune.core.prompt import PromptBuilder
 from ragtune.core.threads import release_openmp_team
 from ragtune.core.types import Answer, Citation, ContextBlock, Hit, Timings, Usage
 from ragtune.retrieval.compress import compress_hits
+from ragtune.retrieval.drift import warn_if_drifted
 from ragtune.retrieval.index import Index
 
 T = TypeVar("T")
@@ -71,7 +71,7 @@ class Pipeline:
         gen = Generator(model, tok, config.generation)
         index = None
         if with_index and (config.index_dir / "store.sqlite").exists():
-            index = Index(config.index_dir, config.retrieval, config.models.embedder)
+            index = Index.from_config(config)
         return cls(config, gen, index)
 
     def warm(self) -> Pipeline:
@@ -121,7 +121,7 @@ class Pipeline:
     def write_index(self, change: Callable[[Index], T]) -> T:
         """Run one index write; the index itself keeps writers one at a time across processes."""
         if self.index is None:
-            self.index = Index(self.config.index_dir, self.config.retrieval, self.config.models.embedder)
+            self.index = Index.from_config(self.config)
         try:
             return change(self.index)
         finally:

@@ -92,7 +92,7 @@ def pipeline_factory(tmp_path_factory: pytest.TempPathFactory, fact_docs, tiny_a
     ws = tmp_path_factory.mktemp("pipe-ws")
     cfg = load_config(workspace=ws, environ={}, overrides={"generation": {"max_new_tokens": 24}})
     shutil.copytree(tiny_adapter, cfg.adapters_dir / "tiny")
-    Index(cfg.index_dir, cfg.retrieval, cfg.models.embedder).upsert(fact_docs, progress=False)
+    Index.from_config(cfg).upsert(fact_docs, progress=False)
     pipeline = Pipeline.from_config(cfg)
 
     def make() -> Pipeline:
@@ -122,7 +122,7 @@ def serving_pipeline(pipeline_factory, tmp_path_factory: pytest.TempPathFactory,
         index = shared.index
         if own_index:
             shutil.copytree(shared.config.adapters_dir, cfg.adapters_dir)
-            index = Index(cfg.index_dir, cfg.retrieval, cfg.models.embedder)
+            index = Index.from_config(cfg)
             index.upsert(fact_docs, progress=False)
         return Pipeline(cfg, shared.generator, index)
 

@@ -156,7 +156,7 @@ def test_freshness_scenario_reports_who_followed(generator, tmp_path: Path):
     from ragtune.serving.pipeline import Pipeline
 
     cfg = load_config(workspace=tmp_path / "ws", environ={}, overrides={"generation": {"max_new_tokens": 16}})
-    index = Index(cfg.index_dir, cfg.retrieval, cfg.models.embedder)
+    index = Index.from_config(cfg)
     index.upsert(
         [Document(id="plans", title="Zorblat Plans", text="The Zorblat Basic plan costs 17 florins a month.")],
         progress=False,
@@ -236,7 +236,7 @@ def test_pinned_snapshot_holds_while_the_index_moves(generator, tmp_path: Path):
     from ragtune.serving.pipeline import Pipeline
 
     cfg = load_config(workspace=tmp_path / "ws", environ={}, overrides={"generation": {"max_new_tokens": 4}})
-    index = Index(cfg.index_dir, cfg.retrieval, cfg.models.embedder)
+    index = Index.from_config(cfg)
     index.upsert(
         [Document(id="plans", title="Zorblat Plans", text="The Zorblat Basic plan costs 17 florins a month.")],
         progress=False,

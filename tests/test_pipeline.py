@@ -49,7 +49,7 @@ def test_warm_loads_the_embedder_of_a_reopened_index(pipeline_factory):
 
     shared = pipeline_factory()
     cfg = shared.config
-    reopened = Index(cfg.index_dir, cfg.retrieval, cfg.models.embedder)
+    reopened = Index.from_config(cfg)
     try:
         assert reopened._model is None  # opening an index loads no model
         assert Pipeline(cfg, shared.generator, reopened).warm().index is reopened

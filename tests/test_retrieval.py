@@ -116,9 +116,9 @@ def test_removed_chunks_are_tombstoned_then_compacted(tmp_path: Path, fact_docs,
     """Updates leave removed vectors in FAISS as tombstones that search skips, until a compaction
     (a removal for flat, a rebuild from the stored vectors for HNSW, which cannot remove)."""
     from ragtune.core.config import RetrievalConfig
-    from ragtune.retrieval import index as index_module
+    from ragtune.retrieval import vector_cache
 
-    monkeypatch.setattr(index_module, "MAX_TOMBSTONES", 2)
+    monkeypatch.setattr(vector_cache, "MAX_TOMBSTONES", 2)
     ix = Index(tmp_path / "ix", RetrievalConfig(checkpoint_ratio=100.0, index_type=kind, hnsw_m=8))
     ix.upsert(fact_docs, progress=False)
     for hours in (40, 41, 42):
@@ -130,6 +130,6 @@ def test_removed_chunks_are_tombstoned_then_compacted(tmp_path: Path, fact_docs,
         assert {h.chunk.id for h in hits} == live and len(hits) == 4  # every live chunk, no removed one
         assert f"{hours} hours" in hits[0].chunk.text
         assert ix.vector_count == len(live)
-        assert ix.faiss.ntotal == 4 + (hours - 39) % 3  # 1, 2 tombstones, then compacted
+        assert ix.cache.faiss.ntotal == 4 + (hours - 39) % 3  # 1, 2 tombstones, then compacted
     ix.close()  # checkpoint: the file holds exactly the live chunks
-    assert Index(tmp_path / "ix", ix.config).faiss.ntotal == 4
+    assert Index(tmp_path / "ix", ix.config).cache.faiss.ntotal == 4

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from ragtune.core.adapters import AdapterCard, snapshot_drift, warn_if_drifted
+from ragtune.core.adapters import AdapterCard
 from ragtune.core.config import load_config
 from ragtune.core.errors import DataError
 from ragtune.core.types import Document
+from ragtune.retrieval.drift import snapshot_drift, warn_if_drifted
 from ragtune.retrieval.index import Index
 from ragtune.tuning.data import Example
 from ragtune.tuning.raft import RaftReport, RaftSettings, build_raft_examples
@@ -31,7 +32,7 @@ QUESTIONS = [
 @pytest.fixture(scope="module")
 def raft_index(tmp_path_factory: pytest.TempPathFactory, fact_docs: list[Document]) -> Index:
     cfg = load_config(workspace=tmp_path_factory.mktemp("raft-ws"), environ={})
-    index = Index(cfg.index_dir, cfg.retrieval, cfg.models.embedder)
+    index = Index.from_config(cfg)
     index.upsert(fact_docs + [Document(id=i, title=t, text=x) for i, t, x in EXTRA], progress=False)
     return index
 
@@ -102,7 +103,7 @@ def test_raft_skips_rows_without_gold_and_errors(raft_index: Index):
 
 def test_pinned_snapshot_and_drift_check(tmp_path: Path, fact_docs: list[Document]):
     cfg = load_config(workspace=tmp_path / "ws", environ={})
-    index = Index(cfg.index_dir, cfg.retrieval, cfg.models.embedder)
+    index = Index.from_config(cfg)
     index.upsert(fact_docs, progress=False)
     old = index.snapshot
     ex = [Example(question="How long does a Zorblat battery last?", answer="31 hours.", doc_id="zorblat-battery")]

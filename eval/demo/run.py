@@ -62,7 +62,7 @@ def run_demo(config: Config, retrain: bool = False, limit: int | None = None, co
     pipeline = Pipeline.from_config(config, with_index=False)
     from ragtune.retrieval.index import Index
 
-    pipeline.index = Index(config.index_dir, config.retrieval, config.models.embedder)
+    pipeline.index = Index.from_config(config)
     report = pipeline.index.upsert(load_documents([sample_path("docs", "v1")]))
     console.print(report.summary())
 

@@ -39,7 +39,7 @@ def apply_update(backend: InProcessBackend, path: Path) -> dict[str, Any]:
         report = p.write_index(lambda ix: ix.upsert(docs, progress=False))
     else:
         if p.index is None:
-            p.index = Index(p.config.index_dir, p.config.retrieval, p.config.models.embedder)
+            p.index = Index.from_config(p.config)
         report = p.index.upsert(docs, progress=False)
     return {"snapshot": report.snapshot or backend.current_snapshot(), "summary": report.summary()}
 

@@ -242,7 +242,7 @@ def run_verdict(config: Config, data: VerdictData, out: Path, console: Console |
         raise DataError("the verdict needs at least one training example")
 
     console.rule("1. index the documents")
-    index = Index(config.index_dir, config.retrieval, config.models.embedder)
+    index = Index.from_config(config)
     t0 = time.perf_counter()
     built = index.upsert(data.docs)
     index_build_s = time.perf_counter() - t0
