@@ -40,7 +40,7 @@ def _result(*reports: IngestReport) -> WriteResult:
 
 
 def _pipeline(request: Request) -> Pipeline:
-    return request.app.state.pipeline  # type: ignore[no-any-return]
+    return request.app.state.pipeline
 
 
 @router.put("/v1/documents/{doc_id}", response_model=WriteResult, responses=ERRORS)
