@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ragtune.core.config import MODES, Config, load_config
-from ragtune.core.errors import RagtuneError
+from ragtune.core.config import Config, load_config
+from ragtune.core.config import check_mode as check_mode  # re-exported: the one mode check
 
 console = Console()
 
@@ -22,9 +22,3 @@ ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="YAML co
 def load_cli_config(workspace: Path | None, config: Path | None, **overrides: object) -> Config:
     """The effective config for a command: file, environment, then the flags the user set."""
     return load_config(config, workspace=workspace, overrides={k: v for k, v in overrides.items() if v})
-
-
-def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise RagtuneError(f"unknown mode '{mode}'; choose one of: {', '.join(MODES)}")
-    return mode

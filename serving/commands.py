@@ -32,10 +32,10 @@ def ask(
     mode = check_mode(mode or cfg.serving.default_mode)
     pipeline = Pipeline.from_config(cfg)
     if as_json:
-        print(pipeline.answer(question, mode, adapter, top_k).model_dump_json(indent=2))
+        print(pipeline.answer(question, mode=mode, adapter=adapter, top_k=top_k).model_dump_json(indent=2))
         return
     final: Answer | None = None
-    for piece in pipeline.stream(question, mode, adapter, top_k):
+    for piece in pipeline.stream(question, mode=mode, adapter=adapter, top_k=top_k):
         if isinstance(piece, Answer):
             final = piece
         else:
