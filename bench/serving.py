@@ -294,14 +294,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ragtune-bench-serving-") as tmp:
         pipeline, cfg = build(Path(tmp), plan)
         gen = pipeline.generator
-        ft_prompts = [p.prompt for p in pipeline.prepare_many(qs, "ft", ADAPTER)]
+        ft_prompts = [p.prompt for p in pipeline.prepare_many(qs, mode="ft", adapter=ADAPTER)]
         hybrid_prompt_tokens = statistics.mean(
-            gen.count_tokens(p.prompt) for p in pipeline.prepare_many(qs, "hybrid", ADAPTER)
+            gen.count_tokens(p.prompt) for p in pipeline.prepare_many(qs, mode="hybrid", adapter=ADAPTER)
         )
         # the same model, adapter and index, with extractive compression of the retrieved text
         prompt_short = cfg.prompt.model_copy(update={"compress": "sentences", "max_context_tokens": args.short_context})
         short = Pipeline(cfg.model_copy(update={"prompt": prompt_short}), gen, pipeline.index)
-        short_prompt_tokens = statistics.mean(gen.count_tokens(p.prompt) for p in short.prepare_many(qs, "hybrid"))
+        short_prompt_tokens = statistics.mean(gen.count_tokens(p.prompt) for p in short.prepare_many(qs, mode="hybrid"))
         rows: dict[str, dict[str, Any]] = {}
         app = create_app(pipeline)
         with serve(app) as url, serve(naive_app(gen)) as base_url, serve(create_app(short)) as short_url:

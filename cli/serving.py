@@ -25,17 +25,18 @@ def ask(
     config: ConfigFile = None,
 ) -> None:
     """Answer one question, streaming the text, then the citations and timings."""
+    from ragtune.core.config import check_mode
     from ragtune.core.types import Answer
-    from ragtune.serving.pipeline import Pipeline, check_mode
+    from ragtune.serving.pipeline import Pipeline
 
     cfg = load_cli_config(workspace, config)
     mode = check_mode(mode or cfg.serving.default_mode)
     pipeline = Pipeline.from_config(cfg)
     if as_json:
-        print(pipeline.answer(question, mode, adapter, top_k).model_dump_json(indent=2))
+        print(pipeline.answer(question, mode=mode, adapter=adapter, top_k=top_k).model_dump_json(indent=2))
         return
     final: Answer | None = None
-    for piece in pipeline.stream(question, mode, adapter, top_k):
+    for piece in pipeline.stream(question, mode=mode, adapter=adapter, top_k=top_k):
         if isinstance(piece, Answer):
             final = piece
         else:

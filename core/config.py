@@ -9,15 +9,18 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from ragtune.core.errors import ConfigError
 
+# The four answer modes: base (neither), ft (adapter), rag (retrieval), hybrid (both).
 Mode = Literal["base", "ft", "rag", "hybrid"]
-MODES: tuple[str, ...] = ("base", "ft", "rag", "hybrid")
+MODES: tuple[Mode, ...] = ("base", "ft", "rag", "hybrid")
+RETRIEVING: frozenset[str] = frozenset({"rag", "hybrid"})  # modes that search the index
+TUNED: frozenset[str] = frozenset({"ft", "hybrid"})  # modes that answer through an adapter
 
 HOUSE_STYLE_SYSTEM_PROMPT = (
     "You are the support assistant. Answer in the house style: one short sentence that answers "
@@ -25,6 +28,13 @@ HOUSE_STYLE_SYSTEM_PROMPT = (
     "the answer comes from."
 )
 HOUSE_STYLE_REGEX = r"^[^\n]{3,240}\nSources: [^\n]{3,}$"
+
+
+def check_mode(mode: str) -> Mode:
+    """The mode, or a ConfigError naming the ones there are."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode '{mode}'; choose one of: {', '.join(MODES)}")
+    return cast(Mode, mode)
 
 
 class _Section(BaseModel):

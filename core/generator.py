@@ -1,10 +1,13 @@
 """Text generation over one base model with any number of LoRA adapters, chosen per call.
 
 Greedy by default and seeded, so eval runs repeat. Batched calls pad on the left (decoder-only).
+Every call decodes through `generate_rows`: `generate` batches plain prompts into it, `stream` runs
+it for one row in a worker thread, and the scheduler hands it rows of concurrent requests.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -14,18 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import (
-    LogitsProcessor,
-    LogitsProcessorList,
-    StoppingCriteria,
-    StoppingCriteriaList,
-    TextIteratorStreamer,
-)
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from ragtune.core.config import GenerationConfig
 from ragtune.core.errors import NotFoundError
 from ragtune.core.models import peft_wrapping
+from ragtune.core.options import Sampling
 from ragtune.core.prefill import PrefillCopies
 from ragtune.core.threads import release_openmp_team
 
@@ -47,23 +45,6 @@ class Generation:
     generate_ms: float
 
 
-class _FirstTokenClock(BaseStreamer):
-    """Records when the first new token of a batch appears (the first `put` is the prompt)."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.first: float | None = None
-
-    def put(self, value: Any) -> None:
-        self.calls += 1
-        if self.calls == 2 and self.first is None:
-            self.first = time.perf_counter()
-
-    def end(self) -> None:
-        if self.first is None:
-            self.first = time.perf_counter()
-
-
 @dataclass
 class RowRequest:
     """One prompt of a shared batch, with its own token limit and its own way to stop early.
@@ -83,7 +64,8 @@ class RowRequest:
 
 
 class _RowTracker(BaseStreamer, StoppingCriteria):
-    """Streamer + stopping criterion: routes each step's tokens to their rows, stops rows one by one."""
+    """Streamer + stopping criterion: routes each step's tokens to their rows, stops rows one by one,
+    and is the one clock of the time to the first token (`first`)."""
 
     def __init__(self, rows: list[RowRequest], eos_ids: set[int]) -> None:
         self.rows = rows
@@ -139,6 +121,30 @@ class _NoEos(LogitsProcessor):
         for r in self.rows:
             scores[r, self.eos_ids] = -float("inf")
         return scores
+
+
+class TextPieces:
+    """Token ids in, the text pieces a stream shows out: what decoding all ids so far adds, holding
+    back half a multi-byte character until the rest arrives."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.tokens: list[int] = []
+        self.sent = ""
+
+    def add(self, token: int) -> str:
+        self.tokens.append(token)
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True).lstrip()
+        if text.endswith("\ufffd"):
+            return ""
+        piece, self.sent = text[len(self.sent) :], text
+        return piece
+
+    def rest(self) -> str:
+        """What is left to show once decoding has ended."""
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True).lstrip()
+        piece, self.sent = text[len(self.sent) :], text
+        return piece
 
 
 class Generator:
@@ -200,37 +206,40 @@ class Generator:
         return nullcontext()
 
     # generation ---------------------------------------------------------------------------------
-    def _kwargs(self, max_new_tokens: int | None) -> dict[str, Any]:
-        cfg = self.config
+    def _kwargs(self, max_new_tokens: int, sampling: Sampling | None) -> dict[str, Any]:
+        cfg, s = self.config, sampling or Sampling()
         kw: dict[str, Any] = {
-            "max_new_tokens": max_new_tokens or cfg.max_new_tokens,
-            "do_sample": cfg.do_sample,
+            "max_new_tokens": max_new_tokens,
+            "do_sample": cfg.do_sample if s.do_sample is None else s.do_sample,
             "pad_token_id": self.tokenizer.pad_token_id,
             "eos_token_id": self.tokenizer.eos_token_id,
         }
-        if cfg.do_sample:
-            kw["temperature"] = cfg.temperature
+        if kw["do_sample"]:
+            kw["temperature"] = s.temperature or cfg.temperature
+            if s.top_p is not None:
+                kw["top_p"] = s.top_p
         else:
             kw["temperature"] = None
             kw["top_p"] = None
             kw["top_k"] = None
         return kw
 
-    def prefill_precision(self) -> AbstractContextManager[Any]:
-        """bf16 autocast under `prefill_dtype: bfloat16`, else nothing: for work on the way to the first
-        token outside this model (the pipeline's sentence ranking); the prompt itself runs through a
-        bf16 copy of the model instead (`_inputs`)."""
-        if self.config.prefill_dtype == "float32":
+    def prefill_precision(self, dtype: str | None = None) -> AbstractContextManager[Any]:
+        """bf16 autocast under `prefill_dtype: bfloat16` (or `dtype`, a call's choice), else nothing: for
+        work on the way to the first token outside this model (the pipeline's sentence ranking); the
+        prompt itself runs through a bf16 copy of the model instead (`_inputs`)."""
+        if (dtype or self.config.prefill_dtype) == "float32":
             return nullcontext()
         return torch.autocast("cpu", dtype=torch.bfloat16)
 
-    def _inputs(self, enc: Any, adapter: str | None) -> dict[str, Any]:
-        """`generate`'s inputs. With `prefill_dtype: bfloat16` the prompt, all but its last token, runs
-        once through a bf16 copy of the model (`core/prefill.py`) and reaches `generate` as a float32
-        cache, so only the prefill (compute-bound, most of a retrieval prompt's cost on a CPU) leaves
-        float32; decoding, which is bound by memory, gains little from bf16 and stays exact."""
+    def _inputs(self, enc: Any, adapter: str | None, dtype: str | None = None) -> dict[str, Any]:
+        """`generate`'s inputs. With `prefill_dtype: bfloat16` (or `dtype`) the prompt, all but its last
+        token, runs once through a bf16 copy of the model (`core/prefill.py`) and reaches `generate` as a
+        float32 cache, so only the prefill (compute-bound, most of a retrieval prompt's cost on a CPU)
+        leaves float32; decoding, which is bound by memory, gains little from bf16 and stays exact."""
         inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-        if self.config.prefill_dtype == "float32" or int(enc["attention_mask"].sum()) < BF16_PREFILL_MIN_TOKENS:
+        short = int(enc["attention_mask"].sum()) < BF16_PREFILL_MIN_TOKENS
+        if (dtype or self.config.prefill_dtype) == "float32" or short:
             return inputs
         ids, mask = enc["input_ids"][:, :-1], enc["attention_mask"][:, :-1]
         positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as `generate` numbers padded rows
@@ -247,43 +256,25 @@ class Generator:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def generate(
-        self, prompts: Sequence[str], adapter: str | None = None, max_new_tokens: int | None = None
+        self,
+        prompts: Sequence[str],
+        adapter: str | None = None,
+        max_new_tokens: int | None = None,
+        sampling: Sampling | None = None,
+        prefill_dtype: str | None = None,
     ) -> list[Generation]:
-        """Complete each prompt; one batched forward pass per `batch_size` prompts."""
+        """Complete each prompt; one batched decode per `batch_size` prompts."""
+        limit = max_new_tokens or self.config.max_new_tokens
         # Batch prompts of similar length together: left padding is compute spent on nothing.
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         out: list[Generation | None] = [None] * len(prompts)
         bs = self.config.batch_size
         for start in range(0, len(order), bs):
             idx = order[start : start + bs]
-            for i, g in zip(idx, self._generate_batch([prompts[i] for i in idx], adapter, max_new_tokens), strict=True):
+            rows = [RowRequest(prompt=prompts[i], max_new_tokens=limit) for i in idx]
+            for i, g in zip(idx, self.generate_rows(rows, adapter, sampling, prefill_dtype), strict=True):
                 out[i] = g
         return [g for g in out if g is not None]
-
-    def _generate_batch(self, prompts: list[str], adapter: str | None, max_new_tokens: int | None) -> list[Generation]:
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        clock = _FirstTokenClock()
-        with self.lock, torch.inference_mode(), self._select(adapter):
-            torch.manual_seed(self.config.seed)
-            t0 = time.perf_counter()
-            ids = self.model.generate(**self._inputs(enc, adapter), streamer=clock, **self._kwargs(max_new_tokens))
-            t1 = time.perf_counter()
-        width = enc["input_ids"].shape[1]
-        results = []
-        for row, mask in zip(ids, enc["attention_mask"], strict=True):
-            new = row[width:]
-            new = new[new != self.tokenizer.pad_token_id] if self.tokenizer.pad_token_id is not None else new
-            text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
-            results.append(
-                Generation(
-                    text=text,
-                    prompt_tokens=int(mask.sum()),
-                    completion_tokens=int(new.numel()),
-                    ttft_ms=((clock.first or t1) - t0) * 1000,
-                    generate_ms=(t1 - t0) * 1000,
-                )
-            )
-        return results
 
     def _eos_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id
@@ -292,61 +283,95 @@ class Generator:
             ids.add(int(self.tokenizer.eos_token_id))
         return ids
 
-    def generate_rows(self, rows: Sequence[RowRequest], adapter: str | None = None) -> list[Generation]:
-        """One batched `generate` for rows that share an adapter, each with its own limit and stop.
+    def generate_rows(
+        self,
+        rows: Sequence[RowRequest],
+        adapter: str | None = None,
+        sampling: Sampling | None = None,
+        prefill_dtype: str | None = None,
+    ) -> list[Generation]:
+        """The one decode path: a batched `generate` for rows that share an adapter, each with its own
+        limit and stop.
 
         Tokens reach each row's `on_token` as they are decoded, so a server can stream a batched
-        request; the batch ends when every row has finished or been cancelled.
+        request; the batch ends when every row has finished or been cancelled. `sampling` and
+        `prefill_dtype` are this call's; None keeps the `generation` config's.
         """
         rows = list(rows)
         enc = self.tokenizer([r.prompt for r in rows], return_tensors="pt", padding=True, add_special_tokens=False)
         eos = self._eos_ids()
         tracker = _RowTracker(rows, eos)
-        kw = self._kwargs(max(r.max_new_tokens for r in rows))
+        kw = self._kwargs(max(r.max_new_tokens for r in rows), sampling)
         no_eos = [i for i, r in enumerate(rows) if r.ignore_eos]
         if no_eos:
             kw["logits_processor"] = LogitsProcessorList([_NoEos(no_eos, sorted(eos))])
+        seed = self.config.seed if sampling is None or sampling.seed is None else sampling.seed
         with self.lock, torch.inference_mode(), self._select(adapter):
-            torch.manual_seed(self.config.seed)
+            torch.manual_seed(seed)
             t0 = time.perf_counter()
             self.model.generate(
-                **self._inputs(enc, adapter), streamer=tracker, stopping_criteria=StoppingCriteriaList([tracker]), **kw
+                **self._inputs(enc, adapter, prefill_dtype),
+                streamer=tracker,
+                stopping_criteria=StoppingCriteriaList([tracker]),
+                **kw,
             )
             t1 = time.perf_counter()
-        out = []
-        for row, mask in zip(rows, enc["attention_mask"], strict=True):
-            out.append(
-                Generation(
-                    text=self.tokenizer.decode(row.tokens, skip_special_tokens=True).strip(),
-                    prompt_tokens=int(mask.sum()),
-                    completion_tokens=len(row.tokens),
-                    ttft_ms=((tracker.first or t1) - t0) * 1000,
-                    generate_ms=((row.finished_at or t1) - t0) * 1000,
-                )
+        return [
+            Generation(
+                text=self.tokenizer.decode(row.tokens, skip_special_tokens=True).strip(),
+                prompt_tokens=int(mask.sum()),
+                completion_tokens=len(row.tokens),
+                ttft_ms=((tracker.first or t1) - t0) * 1000,
+                generate_ms=((row.finished_at or t1) - t0) * 1000,
             )
-        return out
+            for row, mask in zip(rows, enc["attention_mask"], strict=True)
+        ]
 
-    def stream(self, prompt: str, adapter: str | None = None, max_new_tokens: int | None = None) -> Iterator[str]:
-        """Yield text pieces as they are decoded; the model runs in a worker thread."""
-        enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300)
-        errors: list[BaseException] = []
+    def stream(
+        self,
+        prompt: str,
+        adapter: str | None = None,
+        max_new_tokens: int | None = None,
+        sampling: Sampling | None = None,
+        prefill_dtype: str | None = None,
+    ) -> Iterator[str | Generation]:
+        """Yield text pieces as they are decoded, then the Generation (the same as `generate`'s); the
+        model runs in a worker thread. Closing the iterator early stops the decode."""
+        events: queue.SimpleQueue[int | Generation | BaseException] = queue.SimpleQueue()
+        stop = threading.Event()
+        limit = max_new_tokens or self.config.max_new_tokens
+        row = RowRequest(prompt, limit, on_token=events.put, cancelled=stop.is_set)
 
         def work() -> None:
             try:
-                with self.lock, torch.inference_mode(), self._select(adapter):
-                    torch.manual_seed(self.config.seed)
-                    self.model.generate(**self._inputs(enc, adapter), streamer=streamer, **self._kwargs(max_new_tokens))
+                events.put(self.generate_rows([row], adapter, sampling, prefill_dtype)[0])
             except BaseException as exc:  # surfaced to the consumer below
-                errors.append(exc)
-                streamer.end()
+                events.put(exc)
 
         release_openmp_team()  # the model runs in another thread now: one OpenMP team, not two
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
-        for piece in streamer:
-            if piece:
-                yield piece
-        thread.join()
-        if errors:
-            raise errors[0]
+        try:
+            yield from _pieces(events, TextPieces(self.tokenizer))
+        finally:
+            stop.set()
+            thread.join()
+
+
+def _pieces(
+    events: queue.SimpleQueue[int | Generation | BaseException], text: TextPieces
+) -> Iterator[str | Generation]:
+    """A stream's text pieces from the decode thread's token ids, then its Generation (or its error)."""
+    while True:
+        item = events.get()
+        if isinstance(item, BaseException):
+            raise item
+        if isinstance(item, Generation):
+            rest = text.rest()
+            if rest:
+                yield rest
+            yield item
+            return
+        piece = text.add(item)
+        if piece:
+            yield piece

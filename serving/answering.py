@@ -11,15 +11,15 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import Request
 
 from ragtune.core.generator import Generation
+from ragtune.core.options import AnswerOptions
 from ragtune.core.types import Answer
+from ragtune.serving.contracts import AnswerPipeline, Prepared
 from ragtune.serving.errors import ApiError, ClientGone, deadline_exceeded
 from ragtune.serving.metrics import Metrics
-from ragtune.serving.pipeline import Pipeline, Prepared
 from ragtune.serving.scheduler import Event, Job, Scheduler, async_emitter
 
 DISCONNECT_POLL_S = 0.25
@@ -31,7 +31,7 @@ class Running:
     job: Job
     events: asyncio.Queue[Event]
     t0: float
-    pipeline: Pipeline
+    pipeline: AnswerPipeline
     metrics: Metrics
 
     def answer(self, gen: Generation) -> Answer:
@@ -43,34 +43,19 @@ class Running:
 
 
 async def start(
-    request: Request,
-    question: str,
-    mode: str | None,
-    adapter: str | None = None,
-    top_k: int | None = None,
-    filters: dict[str, Any] | None = None,
-    snapshot: str | None = None,
-    max_new_tokens: int | None = None,
-    ignore_eos: bool = False,
-    stream: bool = False,
+    request: Request, question: str, options: AnswerOptions, ignore_eos: bool = False, stream: bool = False
 ) -> Running:
     """Check, retrieve and queue one question; 4xx/503 errors surface here, before any streaming."""
     t0 = time.perf_counter()
-    pipeline: Pipeline = request.app.state.pipeline
+    pipeline: AnswerPipeline = request.app.state.pipeline
     scheduler: Scheduler = request.app.state.scheduler
     cfg = pipeline.config
     cap = cfg.serving.max_new_tokens_cap
+    max_new_tokens = options.max_new_tokens
     if max_new_tokens is not None and max_new_tokens > cap:
         raise ApiError(422, "limit_exceeded", f"max_new_tokens: at most {cap} (serving.max_new_tokens_cap)")
-    prep = await scheduler.run(  # on the model thread: retrieval embeds the question with torch
-        pipeline.prepare,
-        question,
-        mode or cfg.serving.default_mode,
-        adapter,
-        top_k=top_k,
-        filters=filters,
-        snapshot=snapshot,
-    )
+    # on the model thread: retrieval embeds the question with torch
+    prep = await scheduler.run(pipeline.prepare, question, options)
     events: asyncio.Queue[Event] = asyncio.Queue()
     timeout = cfg.serving.request_timeout_s
     job = Job(

@@ -17,10 +17,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ragtune import __version__
 from ragtune.core.errors import NotFoundError, RagtuneError
+from ragtune.serving.contracts import AnswerPipeline
 from ragtune.serving.errors import ApiError, error_response
 from ragtune.serving.limits import BodyLimit
 from ragtune.serving.metrics import Metrics, MetricsMiddleware
-from ragtune.serving.pipeline import Pipeline
 from ragtune.serving.routers import adapters, answer, chat, documents, health, ui
 from ragtune.serving.scheduler import Scheduler
 from ragtune.serving.security import KeyRing
@@ -30,7 +30,7 @@ log = logging.getLogger("ragtune.serving")
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
 
 
-def create_app(pipeline: Pipeline) -> FastAPI:
+def create_app(pipeline: AnswerPipeline) -> FastAPI:
     """Build the app around a loaded pipeline; the scheduler thread starts here, stops at shutdown."""
     cfg = pipeline.config.serving
     metrics = Metrics()

@@ -8,11 +8,10 @@ hybrid  retrieval + adapter
 
 from __future__ import annotations
 
-import inspect
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,38 +22,20 @@ from ragtune.core.adapters import (
     list_adapters,
     read_card,
 )
-from ragtune.core.config import MODES, Config
+from ragtune.core.config import RETRIEVING, TUNED, Config
 from ragtune.core.errors import ConfigError, DataError, NotFoundError
 from ragtune.core.generator import Generation, Generator
 from ragtune.core.models import load_generator_model
+from ragtune.core.options import AnswerOptions, with_fields
 from ragtune.core.prompt import PromptBuilder
 from ragtune.core.threads import release_openmp_team
 from ragtune.core.types import Answer, Citation, ContextBlock, Hit, Timings, Usage
 from ragtune.retrieval.compress import compress_hits
 from ragtune.retrieval.drift import warn_if_drifted
 from ragtune.retrieval.index import Index
+from ragtune.serving.contracts import Prepared
 
 T = TypeVar("T")
-RETRIEVING = {"rag", "hybrid"}
-TUNED = {"ft", "hybrid"}
-
-
-@dataclass
-class Prepared:
-    """A question made ready for the generator: its prompt and what the answer will cite."""
-
-    mode: str
-    adapter: str | None
-    prompt: str
-    citations: list[Citation]
-    snapshot: str | None
-    retrieve_ms: float
-
-
-def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise ConfigError(f"unknown mode '{mode}'; choose one of: {', '.join(MODES)}")
-    return mode
 
 
 class Pipeline:
@@ -135,37 +116,23 @@ class Pipeline:
         if snapshot not in known:
             raise NotFoundError(f"unknown snapshot '{snapshot}'; kept: {', '.join(known) or 'none'}")
 
-    def _search(
-        self,
-        questions: Sequence[str],
-        k: int,
-        filters: dict[str, Any] | None,
-        snapshot: str | None,
-        search_mode: str | None,
-    ) -> tuple[list[list[Hit]], str | None]:
+    def _search(self, questions: Sequence[str], opts: AnswerOptions) -> tuple[list[list[Hit]], str | None]:
         """Hits and the snapshot they came from: pinned, so a concurrent commit cannot blur the two."""
+        k = opts.top_k or self.config.retrieval.top_k
         with self.index_lock:
             index = self._need_index()
-            pinned = snapshot or index.snapshot
-            params = set(inspect.signature(index.search_many).parameters)
-            if "snapshot" not in params:  # an index without snapshot pinning: current only
-                if snapshot is not None and snapshot != index.snapshot:
-                    self.check_snapshot(snapshot)
-                    raise DataError(f"snapshot '{snapshot}' is not searchable; current is '{index.snapshot}'")
-                return index.search_many(list(questions), k), pinned
-            extra: dict[str, Any] = {"snapshot": pinned}
-            if filters:
-                extra["filters"] = filters
-            if search_mode is not None:
-                extra["mode"] = search_mode
-            return index.search_many(list(questions), k, **extra), pinned
+            pinned = opts.snapshot or index.snapshot
+            hits = index.search_many(
+                list(questions), k, mode=opts.search_mode, filters=opts.filters or None, snapshot=pinned
+            )
+            return hits, pinned
 
-    def _contexts(self, question: str, hits: list[Hit]) -> tuple[list[ContextBlock], list[Hit]]:
+    def _contexts(self, question: str, hits: list[Hit], opts: AnswerOptions) -> tuple[list[ContextBlock], list[Hit]]:
         """The blocks the prompt shows and the hits they came from (what the answer cites)."""
-        budget = self.config.prompt.max_context_tokens
-        if self.config.prompt.compress == "sentences" and hits:
+        budget = opts.max_context_tokens or self.config.prompt.max_context_tokens
+        if (opts.compress or self.config.prompt.compress) == "sentences" and hits:
             # ranking is on the way to the first token too: bf16 with the prefill (scores move ~1e-4)
-            with self.generator.prefill_precision():
+            with self.generator.prefill_precision(opts.prefill_dtype):
                 kept = compress_hits(question, hits, self._need_index().embed, self.generator.count_tokens, budget)
             return [ContextBlock(title=k.hit.chunk.title, text=k.text) for k in kept], [k.hit for k in kept]
         used: list[Hit] = []
@@ -176,6 +143,12 @@ class Pipeline:
             used.append(hit)
             budget -= cost
         return [ContextBlock(title=h.chunk.title, text=h.chunk.text) for h in used], used
+
+    def _builder(self, opts: AnswerOptions) -> PromptBuilder:
+        """The pipeline's prompt builder, or one with this call's system prompt."""
+        if opts.system_prompt is None:
+            return self.builder
+        return replace(self.builder, system_prompt=opts.system_prompt)
 
     @staticmethod
     def _citations(hits: list[Hit]) -> list[Citation]:
@@ -191,47 +164,42 @@ class Pipeline:
             if len(q) > self.config.serving.max_question_chars:
                 raise DataError(f"question is longer than {self.config.serving.max_question_chars} characters")
 
+    def _retrieve(self, questions: Sequence[str], opts: AnswerOptions) -> tuple[list[list[Hit]], str | None, float]:
+        """Each question's hits, their snapshot and the retrieval time per question (nothing for base/ft)."""
+        if opts.mode not in RETRIEVING:
+            self.check_snapshot(opts.snapshot)
+            return [[] for _ in questions], None, 0.0
+        t0 = time.perf_counter()
+        hits, snapshot = self._search(questions, opts)
+        return hits, snapshot, (time.perf_counter() - t0) * 1000 / max(1, len(questions))
+
     def prepare_many(
-        self,
-        questions: Sequence[str],
-        mode: str,
-        adapter: str | None = None,
-        top_k: int | None = None,
-        filters: dict[str, Any] | None = None,
-        snapshot: str | None = None,
-        search_mode: str | None = None,
+        self, questions: Sequence[str], options: AnswerOptions | None = None, **fields: Any
     ) -> list[Prepared]:
         """Everything before generation: checks, adapter, retrieval and the prompt."""
-        check_mode(mode)
+        opts = with_fields(options, fields)
         self._check_questions(questions)
-        name = self.resolve_adapter(mode, adapter)
-        hits: list[list[Hit]] = [[] for _ in questions]
-        retrieve_ms = 0.0
-        used_snapshot = None
-        if mode in RETRIEVING:
-            t0 = time.perf_counter()
-            k = top_k or self.config.retrieval.top_k
-            hits, used_snapshot = self._search(questions, k, filters, snapshot, search_mode)
-            retrieve_ms = (time.perf_counter() - t0) * 1000 / max(1, len(questions))
-        elif snapshot is not None:
-            self.check_snapshot(snapshot)
+        name = self.resolve_adapter(opts.mode, opts.adapter)
+        hits, snapshot, retrieve_ms = self._retrieve(questions, opts)
+        builder = self._builder(opts)
         out = []
         for q, h in zip(questions, hits, strict=True):
-            ctx, used = self._contexts(q, h) if mode in RETRIEVING else ([], [])
+            ctx, used = self._contexts(q, h, opts) if opts.mode in RETRIEVING else ([], [])
+            prompt = builder.prompt(q, ctx or None)
             out.append(
                 Prepared(
-                    mode=mode,
+                    mode=opts.mode,
                     adapter=name,
-                    prompt=self.builder.prompt(q, ctx or None),
+                    prompt=prompt,
                     citations=self._citations(used),
-                    snapshot=used_snapshot,
+                    snapshot=snapshot,
                     retrieve_ms=retrieve_ms,
                 )
             )
         return out
 
-    def prepare(self, question: str, mode: str, adapter: str | None = None, **kw: Any) -> Prepared:
-        return self.prepare_many([question], mode, adapter, **kw)[0]
+    def prepare(self, question: str, options: AnswerOptions | None = None, **fields: Any) -> Prepared:
+        return self.prepare_many([question], options, **fields)[0]
 
     @staticmethod
     def finish(prep: Prepared, gen: Generation, total_ms: float, ttft_ms: float | None = None) -> Answer:
@@ -253,21 +221,18 @@ class Pipeline:
 
     # answering ----------------------------------------------------------------------------------
     def answer_many(
-        self,
-        questions: Sequence[str],
-        mode: str = "hybrid",
-        adapter: str | None = None,
-        top_k: int | None = None,
-        max_new_tokens: int | None = None,
-        filters: dict[str, Any] | None = None,
-        snapshot: str | None = None,
-        search_mode: str | None = None,
+        self, questions: Sequence[str], options: AnswerOptions | None = None, **fields: Any
     ) -> list[Answer]:
         """Answer several questions with one batched generate per `generation.batch_size`."""
+        opts = with_fields(options, fields)
         t0 = time.perf_counter()
-        preps = self.prepare_many(questions, mode, adapter, top_k, filters, snapshot, search_mode)
+        preps = self.prepare_many(questions, opts)
         gens = self.generator.generate(
-            [p.prompt for p in preps], adapter=preps[0].adapter if preps else None, max_new_tokens=max_new_tokens
+            [p.prompt for p in preps],
+            adapter=preps[0].adapter if preps else None,
+            max_new_tokens=opts.max_new_tokens,
+            sampling=opts.sampling,
+            prefill_dtype=opts.prefill_dtype,
         )
         wall = (time.perf_counter() - t0) * 1000
         return [
@@ -275,42 +240,22 @@ class Pipeline:
             for p, g in zip(preps, gens, strict=True)
         ]
 
-    def answer(
-        self,
-        question: str,
-        mode: str = "hybrid",
-        adapter: str | None = None,
-        top_k: int | None = None,
-        max_new_tokens: int | None = None,
-    ) -> Answer:
-        return self.answer_many([question], mode, adapter, top_k, max_new_tokens)[0]
+    def answer(self, question: str, options: AnswerOptions | None = None, **fields: Any) -> Answer:
+        return self.answer_many([question], options, **fields)[0]
 
-    def stream(
-        self,
-        question: str,
-        mode: str = "hybrid",
-        adapter: str | None = None,
-        top_k: int | None = None,
-        max_new_tokens: int | None = None,
-    ) -> Iterator[str | Answer]:
-        """Yield text pieces, then the final Answer (with citations and timings)."""
+    def stream(self, question: str, options: AnswerOptions | None = None, **fields: Any) -> Iterator[str | Answer]:
+        """Yield text pieces, then the final Answer (with citations and timings, the generator's TTFT)."""
+        opts = with_fields(options, fields)
         t0 = time.perf_counter()
-        prep = self.prepare(question, mode, adapter, top_k=top_k)
-        t_gen = time.perf_counter()
-        first: float | None = None
-        pieces: list[str] = []
-        for piece in self.generator.stream(prep.prompt, adapter=prep.adapter, max_new_tokens=max_new_tokens):
-            if first is None:
-                first = time.perf_counter()
-            pieces.append(piece)
-            yield piece
-        t_end = time.perf_counter()
-        text = "".join(pieces).strip()
-        gen = Generation(
-            text=text,
-            prompt_tokens=self.generator.count_tokens(prep.prompt),
-            completion_tokens=self.generator.count_tokens(text),
-            ttft_ms=((first or t_end) - t_gen) * 1000,
-            generate_ms=(t_end - t_gen) * 1000,
-        )
-        yield self.finish(prep, gen, (t_end - t0) * 1000)
+        prep = self.prepare(question, opts)
+        gen: Generation | None = None
+        for item in self.generator.stream(
+            prep.prompt, prep.adapter, opts.max_new_tokens, opts.sampling, opts.prefill_dtype
+        ):
+            if isinstance(item, Generation):
+                gen = item
+            else:
+                yield item
+        if gen is None:
+            raise RuntimeError("the generator's stream ended without its Generation")
+        yield self.finish(prep, gen, (time.perf_counter() - t0) * 1000)

@@ -24,7 +24,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ragtune.core.generator import Generator, RowRequest
+from ragtune.core.generator import Generator, RowRequest, TextPieces
 from ragtune.core.threads import release_openmp_team
 from ragtune.serving.errors import busy, deadline_exceeded, shutting_down
 
@@ -45,8 +45,6 @@ class Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
-    tokens: list[int] = field(default_factory=list)
-    sent: str = ""
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -208,18 +206,14 @@ class Scheduler:
                 self._run(live)
 
     def _on_token(self, job: Job) -> Callable[[int], None]:
-        tok = self.generator.tokenizer
+        text = TextPieces(self.generator.tokenizer)
 
         def hook(token: int) -> None:
             if job.first_token_at is None:
                 job.first_token_at = time.perf_counter()
-            job.tokens.append(token)
             if not job.stream:
                 return
-            text = tok.decode(job.tokens, skip_special_tokens=True).lstrip()
-            if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
-                return
-            piece, job.sent = text[len(job.sent) :], text
+            piece = text.add(token)
             if piece:
                 job.emit(("piece", piece))
 

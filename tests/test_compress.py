@@ -6,7 +6,6 @@ import pytest
 
 from ragtune.core.config import load_config
 from ragtune.core.errors import RagtuneError
-from ragtune.core.prompt import PromptBuilder
 from ragtune.core.types import Chunk, Hit
 from ragtune.eval.harness.arms import ArmSpec
 from ragtune.eval.harness.backends import HttpBackend, InProcessBackend
@@ -60,11 +59,11 @@ def test_tight_budget_still_keeps_the_best_sentence(pipeline_factory):
 
 def test_pipeline_prompt_is_shorter_and_citations_match_blocks(pipeline_factory, tmp_path):
     shared = pipeline_factory()
-    plain = shared.prepare(BATTERY, "rag", top_k=4)
+    plain = shared.prepare(BATTERY, mode="rag", top_k=4)
     cfg = load_config(
         workspace=tmp_path, environ={}, overrides={"prompt": {"compress": "sentences", "max_context_tokens": 64}}
     )
-    short = Pipeline(cfg, shared.generator, shared.index).prepare(BATTERY, "rag", top_k=4)
+    short = Pipeline(cfg, shared.generator, shared.index).prepare(BATTERY, mode="rag", top_k=4)
     count = shared.generator.count_tokens
     assert count(short.prompt) < count(plain.prompt)
     assert "31 hours" in short.prompt
@@ -77,22 +76,15 @@ def test_pipeline_prompt_is_shorter_and_citations_match_blocks(pipeline_factory,
 
 def test_arm_knobs_apply_for_the_arm_only_and_are_refused_over_http(pipeline_factory):
     shared = pipeline_factory()
-    before = shared.config.prompt
+    before = shared.config.model_copy(deep=True)
     arm = ArmSpec(name="rag-short", mode="rag", compress="sentences", max_context_tokens=64, max_new_tokens=4)
-    seen = []
-
-    class Spy(PromptBuilder):
-        def prompt(self, question, contexts=None):  # type: ignore[override]
-            seen.append((shared.config.prompt.compress, shared.config.prompt.max_context_tokens))
-            return super().prompt(question, contexts)
-
-    old_builder = shared.builder
-    shared.builder = Spy(old_builder.tokenizer, old_builder.system_prompt)
-    try:
-        InProcessBackend(shared).answer([BATTERY], arm, None)
-    finally:
-        shared.builder = old_builder
-    assert seen == [("sentences", 64)]
-    assert shared.config.prompt == before
+    count = shared.generator.count_tokens
+    short = shared.prepare(BATTERY, arm.options())
+    plain = shared.prepare(BATTERY, mode="rag")
+    assert count(short.prompt) < count(plain.prompt) and "31 hours" in short.prompt
+    answer = InProcessBackend(shared).answer([BATTERY], arm, None)[0]
+    assert answer.usage.prompt_tokens == count(short.prompt)  # the arm's compressed prompt was the one answered
+    assert answer.usage.completion_tokens <= 4
+    assert shared.config == before  # per call: the pipeline's own config never changed
     with pytest.raises(RagtuneError, match="compress"):
         HttpBackend("http://127.0.0.1:9").answer([BATTERY], arm, None)

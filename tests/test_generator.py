@@ -1,6 +1,8 @@
 import pytest
 
 from ragtune.core.errors import NotFoundError
+from ragtune.core.generator import Generation
+from ragtune.core.options import Sampling
 from ragtune.core.prompt import PromptBuilder
 
 
@@ -15,12 +17,29 @@ def test_greedy_is_deterministic_and_batching_keeps_answers(generator):
     assert "Paris" in single[0]
 
 
-def test_stream_yields_the_same_text_as_generate(generator):
+def test_stream_yields_the_same_text_as_generate_and_both_report_ttft(generator):
     pb = PromptBuilder(generator.tokenizer, "Be brief.")
     p = pb.prompt("What is the capital of France?")
-    pieces = list(generator.stream(p, max_new_tokens=12))
-    assert len(pieces) > 1
-    assert "".join(pieces).strip() == generator.generate([p], max_new_tokens=12)[0].text
+    *pieces, streamed = list(generator.stream(p, max_new_tokens=12))
+    whole = generator.generate([p], max_new_tokens=12)[0]
+    assert len(pieces) > 1 and all(isinstance(x, str) for x in pieces)
+    assert isinstance(streamed, Generation)
+    assert "".join(pieces).strip() == streamed.text == whole.text
+    assert streamed.completion_tokens == whole.completion_tokens and streamed.prompt_tokens == whole.prompt_tokens
+    for g in (streamed, whole):
+        assert 0 < g.ttft_ms <= g.generate_ms
+
+
+def test_seeded_sampling_repeats_and_differs_from_greedy(generator):
+    p = PromptBuilder(generator.tokenizer, "Be brief.").prompt("Write a short poem about the sea.")
+    warm = Sampling(do_sample=True, temperature=1.5, seed=7)
+    greedy = generator.generate([p], max_new_tokens=16)[0].text
+    first = generator.generate([p], max_new_tokens=16, sampling=warm)[0].text
+    again = generator.generate([p], max_new_tokens=16, sampling=warm)[0].text
+    other = generator.generate([p], max_new_tokens=16, sampling=warm.model_copy(update={"seed": 8}))[0].text
+    assert first == again
+    assert first != greedy and other != first
+    assert generator.generate([p], max_new_tokens=16, sampling=Sampling(seed=7))[0].text == greedy  # still greedy
 
 
 def test_generation_reports_usage_and_timing(generator):

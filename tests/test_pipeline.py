@@ -1,7 +1,11 @@
+import threading
+
 import pytest
 
 from ragtune.core.errors import ConfigError, DataError, NotFoundError
 from ragtune.core.generator import Generator
+from ragtune.core.options import AnswerOptions
+from ragtune.core.types import Answer
 from ragtune.serving.pipeline import Pipeline
 
 
@@ -22,10 +26,43 @@ def test_modes_retrieve_and_use_adapter_as_declared(pipeline_factory):
 
 def test_stream_ends_with_the_answer_record(pipeline_factory):
     p = pipeline_factory()
-    parts = list(p.stream("What colours does the Zorblat lamp come in?", mode="rag"))
+    q = "What colours does the Zorblat lamp come in?"
+    parts = list(p.stream(q, mode="rag"))
     final = parts[-1]
     assert "".join(x for x in parts[:-1] if isinstance(x, str)).strip() == final.answer
-    assert final.citations and final.timings.ttft_ms > 0
+    assert final.citations and 0 < final.timings.ttft_ms <= final.timings.generate_ms <= final.timings.total_ms
+    assert final.answer == p.answer(q, mode="rag").answer
+
+
+def test_per_call_options_leave_the_pipeline_alone(pipeline_factory):
+    """Two callers with their own system prompts at once: each gets its own prompt, the config stays."""
+    p = pipeline_factory()
+    before, builder = p.config.model_copy(deep=True), p.builder
+    q = "How long does a Zorblat lamp battery last?"
+    styles = {"pirate": "Answer like a pirate, in one line.", "terse": "Answer in three words. Never more."}
+    prompts = {k: p.prepare(q, mode="base", system_prompt=v).prompt for k, v in styles.items()}
+    assert all(styles[k] in prompts[k] and p.config.prompt.system_prompt not in prompts[k] for k in styles)
+    options = {k: AnswerOptions(mode="base", system_prompt=v, max_new_tokens=4) for k, v in styles.items()}
+    got: dict[str, Answer] = {}
+    threads = [threading.Thread(target=lambda k=k: got.update({k: p.answer(q, options[k])})) for k in styles]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in styles:  # each answer was generated from its own prompt
+        assert got[k].usage.prompt_tokens == p.generator.count_tokens(prompts[k])
+    assert p.config == before and p.builder is builder
+    assert p.prepare(q, mode="base").prompt.count(before.prompt.system_prompt) == 1
+
+
+def test_seeded_sampling_per_call(pipeline_factory):
+    p = pipeline_factory()
+    q = "Write a short poem about a lamp."
+    warm = {"do_sample": True, "temperature": 1.5, "seed": 3}
+    first = p.answer(q, mode="base", sampling=warm).answer
+    assert first == p.answer(q, mode="base", sampling=warm).answer
+    assert first != p.answer(q, mode="base").answer
+    assert p.config.generation.do_sample is False and p.generator.config.do_sample is False
 
 
 def test_bad_inputs_are_clear(pipeline_factory, config, model_and_tokenizer):
@@ -36,6 +73,10 @@ def test_bad_inputs_are_clear(pipeline_factory, config, model_and_tokenizer):
         p.answer("   ", mode="base")
     with pytest.raises(NotFoundError, match="unknown adapter 'ghost'"):
         p.answer("q", mode="ft", adapter="ghost")
+    with pytest.raises(ConfigError, match="'top_k'"):
+        p.answer("q", mode="rag", top_k=0)
+    with pytest.raises(ConfigError, match="'temprature'"):
+        p.answer("q", mode="base", temprature=0.5)
     model, tok = model_and_tokenizer
     empty = Pipeline(config, Generator(model, tok))
     with pytest.raises(DataError, match="index is empty"):

@@ -104,24 +104,27 @@ def test_an_adapter_prefills_through_its_own_merged_copy_which_unloading_drops(p
 
 def test_prefill_dtype_arm_knob_applies_for_its_arm_only(pipeline_factory):
     shared = pipeline_factory()
+    gen = shared.generator
     seen: list[str] = []
-    real = shared.generator.generate
+    real = gen._inputs
 
-    def spy(prompts, adapter=None, max_new_tokens=None):
-        seen.append(shared.generator.config.prefill_dtype)
-        return real(prompts, adapter=adapter, max_new_tokens=max_new_tokens)
+    def spy(enc, adapter, dtype=None):
+        inputs = real(enc, adapter, dtype)
+        seen.append("bfloat16" if "past_key_values" in inputs else "float32")
+        return inputs
 
-    shared.generator.generate = spy  # type: ignore[method-assign]
+    gen._inputs = spy  # type: ignore[method-assign]
     try:
         backend = InProcessBackend(shared)
-        backend.answer(
-            [QUESTION], ArmSpec(name="rag-bf16", mode="rag", prefill_dtype="bfloat16", max_new_tokens=4), None
-        )
-        backend.answer([QUESTION], ArmSpec(name="rag", mode="rag", max_new_tokens=4), None)
+        bf16 = ArmSpec(name="rag-bf16", mode="rag", prefill_dtype="bfloat16", max_new_tokens=4)
+        fast = backend.answer([QUESTION], bf16, None)[0]
+        plain = backend.answer([QUESTION], ArmSpec(name="rag", mode="rag", max_new_tokens=4), None)[0]
     finally:
-        del shared.generator.generate
+        del gen._inputs
+    assert fast.usage.prompt_tokens >= BF16_PREFILL_MIN_TOKENS  # long enough for the bf16 prefill
     assert seen == ["bfloat16", "float32"]
-    assert shared.generator.config.prefill_dtype == "float32"
+    assert gen.config.prefill_dtype == "float32" and shared.config.generation.prefill_dtype == "float32"
+    assert plain.usage.prompt_tokens == fast.usage.prompt_tokens
 
 
 def test_prefill_copies_keep_the_most_recently_used(tmp_path, generator):

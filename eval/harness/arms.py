@@ -10,6 +10,9 @@ A suite YAML names the data, the arms and what they share (seed, pinned snapshot
       rag-k5: {mode: rag, top_k: 5, search_mode: hybrid}
       hybrid-terse: {mode: hybrid, system_prompt: "Answer in five words.", max_new_tokens: 16}
       hybrid-short: {mode: hybrid, compress: sentences, max_context_tokens: 160}
+      hybrid-warm: {mode: hybrid, sampling: {do_sample: true, temperature: 0.8, seed: 1}}
+
+An arm takes every `AnswerOptions` field (core/options.py) but the snapshot, which the suite pins.
 """
 
 from __future__ import annotations
@@ -20,58 +23,47 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ragtune.core.config import MODES, Mode, SearchMode
+from ragtune.core.config import RETRIEVING, TUNED, Mode, check_mode
 from ragtune.core.errors import ConfigError
+from ragtune.core.options import AnswerOptions
 
 DatasetKind = Literal["jsonl", "cmu_qa", "scifact", "hotpotqa"]
 
 
-class ArmSpec(BaseModel):
-    """One arm: a pipeline mode and the knobs that make it a variant; None means the config default."""
-
-    model_config = ConfigDict(extra="forbid")
+class ArmSpec(AnswerOptions):
+    """One arm: a named set of answer options (a mode and the knobs that make it a variant)."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:+-]+$")
     mode: Mode
-    adapter: str | None = None
-    top_k: int | None = Field(None, ge=1, le=50)
-    search_mode: SearchMode | None = None
-    system_prompt: str | None = None
-    max_new_tokens: int | None = Field(None, ge=1, le=2048)
-    max_context_tokens: int | None = Field(None, ge=64, description="budget for retrieved text in the prompt")
-    compress: Literal["none", "sentences"] | None = Field(None, description="context compression (prompt.compress)")
-    prefill_dtype: Literal["float32", "bfloat16"] | None = Field(
-        None, description="precision of the prompt's forward pass (generation.prefill_dtype)"
-    )
     retrieval_only: bool = Field(False, description="search only, no generation (retrieval metrics)")
 
     @property
     def retrieves(self) -> bool:
-        return self.mode in ("rag", "hybrid")
-
-    @model_validator(mode="after")
-    def _only_retrieving(self) -> ArmSpec:
-        if self.retrieval_only and not self.retrieves:
-            raise ValueError(f"arm '{self.name}': retrieval_only needs mode rag or hybrid")
-        return self
+        return self.mode in RETRIEVING
 
     @property
     def tuned(self) -> bool:
-        return self.mode in ("ft", "hybrid")
+        return self.mode in TUNED
+
+    @model_validator(mode="after")
+    def _arm_knobs(self) -> ArmSpec:
+        if self.retrieval_only and not self.retrieves:
+            raise ValueError(f"arm '{self.name}': retrieval_only needs mode rag or hybrid")
+        if self.snapshot is not None:
+            raise ValueError(f"arm '{self.name}': the snapshot is the suite's (snapshot:), shared by every arm")
+        return self
+
+    def options(self) -> AnswerOptions:
+        """The arm's answer options, without its name and role in the run."""
+        return AnswerOptions.model_validate(self.model_dump(include=set(AnswerOptions.model_fields)))
 
 
 def arm(spec: str | ArmSpec, adapter: str | None = None) -> ArmSpec:
     """A plain mode name becomes the arm of that name; `adapter` fills tuned arms that name none."""
-    a = spec if isinstance(spec, ArmSpec) else ArmSpec(name=spec, mode=_mode(spec))
+    a = spec if isinstance(spec, ArmSpec) else ArmSpec(name=spec, mode=check_mode(spec))
     if adapter and a.tuned and a.adapter is None:
         a = a.model_copy(update={"adapter": adapter})
     return a
-
-
-def _mode(name: str) -> Mode:
-    if name not in MODES:
-        raise ConfigError(f"unknown mode '{name}'; choose one of: {', '.join(MODES)} (or give the arm a mode:)")
-    return name  # type: ignore[return-value]
 
 
 class EvalSuite(BaseModel):

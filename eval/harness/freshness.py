@@ -28,19 +28,12 @@ def as_of_before(items: Sequence[EvalItem]) -> list[EvalItem]:
 
 def apply_update(backend: InProcessBackend, path: Path) -> dict[str, Any]:
     """Upsert the new document versions (a folder or JSONL); returns the ingest summary."""
-    from ragtune.retrieval.index import Index
     from ragtune.retrieval.loaders import load_documents
 
-    p = backend.pipeline
     if not path.exists():
         raise DataError(f"update not found: {path}")
     docs = load_documents([path])
-    if hasattr(p, "write_index"):
-        report = p.write_index(lambda ix: ix.upsert(docs, progress=False))
-    else:
-        if p.index is None:
-            p.index = Index.from_config(p.config)
-        report = p.index.upsert(docs, progress=False)
+    report = backend.pipeline.write_index(lambda ix: ix.upsert(docs, progress=False))
     return {"snapshot": report.snapshot or backend.current_snapshot(), "summary": report.summary()}
 
 

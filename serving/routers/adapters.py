@@ -7,7 +7,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ragtune.core.adapters import list_adapters
 from ragtune.core.errors import NotFoundError
-from ragtune.serving.pipeline import Pipeline
+from ragtune.serving.contracts import AnswerPipeline
 from ragtune.serving.schemas import ERRORS, AdapterInfo
 from ragtune.serving.security import admin_access, read_access
 
@@ -15,7 +15,7 @@ router = APIRouter(tags=["adapters"])
 Name = Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 
 
-def _list(pipeline: Pipeline) -> list[AdapterInfo]:
+def _list(pipeline: AnswerPipeline) -> list[AdapterInfo]:
     loaded = set(pipeline.generator.adapters)
     out = {
         c.name: AdapterInfo(
@@ -37,7 +37,7 @@ async def adapters(request: Request, _: str = read_access) -> list[AdapterInfo]:
 @router.post("/v1/adapters/{name}:load", response_model=AdapterInfo, responses=ERRORS)
 async def load(request: Request, name: str = Name, _: str = admin_access) -> AdapterInfo:
     """Load an adapter from the workspace; requests can name it right after."""
-    pipeline: Pipeline = request.app.state.pipeline
+    pipeline: AnswerPipeline = request.app.state.pipeline
     if name not in pipeline.generator.adapters:
         # on the model thread, between batches, like every other torch call (core/threads.py)
         await request.app.state.scheduler.run(pipeline.load_adapter, name)
@@ -47,7 +47,7 @@ async def load(request: Request, name: str = Name, _: str = admin_access) -> Ada
 @router.post("/v1/adapters/{name}:unload", response_model=AdapterInfo, responses=ERRORS)
 async def unload(request: Request, name: str = Name, _: str = admin_access) -> AdapterInfo:
     """Free an adapter's weights; a later ft/hybrid request for it loads it again."""
-    pipeline: Pipeline = request.app.state.pipeline
+    pipeline: AnswerPipeline = request.app.state.pipeline
     if name not in pipeline.generator.adapters:
         raise NotFoundError(f"adapter '{name}' is not loaded")
     await request.app.state.scheduler.run(pipeline.generator.unload_adapter, name)

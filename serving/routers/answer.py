@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 
 from ragtune.core.errors import RagtuneError
+from ragtune.core.options import AnswerOptions
 from ragtune.core.types import Answer
 from ragtune.serving import answering
 from ragtune.serving.errors import ApiError, ClientGone
@@ -40,18 +41,15 @@ def error_event(exc: BaseException) -> dict[str, Any]:
 @router.post("/v1/answer", response_model=Answer, responses={**ERRORS, 504: ERRORS[503], **SSE_DOC})
 async def answer(body: AnswerRequest, request: Request, _: str = read_access) -> Any:
     """Answer one question; the reply names its snapshot, adapter, citations, timings and usage."""
-    running = await answering.start(
-        request,
-        body.question,
-        body.mode,
-        body.adapter,
-        body.top_k,
-        body.filters,
-        body.snapshot,
-        body.max_new_tokens,
-        body.ignore_eos,
-        stream=body.stream,
+    options = AnswerOptions(
+        mode=body.mode or request.app.state.pipeline.config.serving.default_mode,
+        adapter=body.adapter,
+        top_k=body.top_k,
+        filters=body.filters,
+        snapshot=body.snapshot,
+        max_new_tokens=body.max_new_tokens,
     )
+    running = await answering.start(request, body.question, options, body.ignore_eos, stream=body.stream)
     if not body.stream:
         try:
             return await answering.result(running, request)

@@ -18,7 +18,8 @@ from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 
 from ragtune.core.adapters import list_adapters
-from ragtune.core.config import MODES
+from ragtune.core.config import MODES, TUNED, Mode, check_mode
+from ragtune.core.options import AnswerOptions
 from ragtune.core.types import Answer
 from ragtune.serving import answering
 from ragtune.serving.chat_schemas import (
@@ -31,8 +32,8 @@ from ragtune.serving.chat_schemas import (
     ModelList,
     RagtuneExtras,
 )
+from ragtune.serving.contracts import AnswerPipeline
 from ragtune.serving.errors import ApiError, ClientGone
-from ragtune.serving.pipeline import TUNED, Pipeline
 from ragtune.serving.routers.answer import error_event
 from ragtune.serving.schemas import ERRORS
 from ragtune.serving.security import read_access
@@ -41,7 +42,7 @@ router = APIRouter(tags=["openai"])
 PREFIX = "ragtune-"
 
 
-def parse_model(model: str) -> tuple[str, str | None]:
+def parse_model(model: str) -> tuple[Mode, str | None]:
     """`ragtune-hybrid:house-style` -> ("hybrid", "house-style")."""
     name, _, adapter = model.partition(":")
     mode = name.removeprefix(PREFIX) if name.startswith(PREFIX) else ""
@@ -49,10 +50,10 @@ def parse_model(model: str) -> tuple[str, str | None]:
         raise ApiError(404, "model_not_found", f"unknown model '{model}'; GET /v1/models lists them")
     if adapter and mode not in TUNED:
         raise ApiError(404, "model_not_found", f"model '{model}': mode '{mode}' takes no adapter")
-    return mode, adapter or None
+    return check_mode(mode), adapter or None
 
 
-def model_ids(pipeline: Pipeline) -> list[str]:
+def model_ids(pipeline: AnswerPipeline) -> list[str]:
     names = sorted({c.name for c in list_adapters(pipeline.config.adapters_dir)} | set(pipeline.generator.adapters))
     ids = [f"{PREFIX}{m}" for m in MODES]
     ids += [f"{PREFIX}{m}:{n}" for m in MODES if m in TUNED for n in names]
@@ -98,7 +99,8 @@ async def chat_completions(body: ChatRequest, request: Request, _: str = read_ac
     """Chat completion in the OpenAI format, streaming (`stream: true`) or not."""
     mode, adapter = parse_model(body.model)
     limit = body.max_completion_tokens or body.max_tokens
-    running = await answering.start(request, _question(body), mode, adapter, max_new_tokens=limit, stream=body.stream)
+    options = AnswerOptions(mode=mode, adapter=adapter, max_new_tokens=limit)
+    running = await answering.start(request, _question(body), options, stream=body.stream)
     limit = running.job.max_new_tokens
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     if not body.stream:

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from ragtune.core.errors import NotFoundError
 from ragtune.core.types import Document
 from ragtune.retrieval.index import Index, IngestReport
-from ragtune.serving.pipeline import Pipeline
+from ragtune.serving.contracts import AnswerPipeline
 from ragtune.serving.schemas import (
     ERRORS,
     BatchRequest,
@@ -39,7 +39,7 @@ def _result(*reports: IngestReport) -> WriteResult:
     return out
 
 
-def _pipeline(request: Request) -> Pipeline:
+def _pipeline(request: Request) -> AnswerPipeline:
     return request.app.state.pipeline
 
 
@@ -51,7 +51,7 @@ async def put_document(body: DocumentIn, request: Request, doc_id: str = DocId, 
     return _result(report)
 
 
-def _read(pipeline: Pipeline, doc_id: str) -> DocumentOut:
+def _read(pipeline: AnswerPipeline, doc_id: str) -> DocumentOut:
     if pipeline.index is None:
         raise NotFoundError(f"unknown document '{doc_id}': the index is empty")
     with pipeline.index_lock:
@@ -102,7 +102,7 @@ async def batch(body: BatchRequest, request: Request, _: str = admin_access) -> 
     return _result(report)
 
 
-def _info(pipeline: Pipeline) -> IndexInfo:
+def _info(pipeline: AnswerPipeline) -> IndexInfo:
     if pipeline.index is None:
         return IndexInfo(snapshot=None, documents=0, chunks=0)
     stats = pipeline.index.stats()
