@@ -171,8 +171,9 @@ def _baselines_beaten(w: _Writer, best: ArmFigures) -> None:
     parts = []
     for b in w.f.baselines:
         c = w.f.comparison(best.arm, b.arm, w.f.metric)
-        lead = "" if c is None else f", {c.diff:+.3f} behind it {w.compare(c)}"
-        parts.append(f"{_baseline_name(b)} scores {b.quality.mean:.3f} {w.quality(b.arm)}{lead}")
+        cq = w.quality(b.arm)
+        lead = "" if c is None else f", {best.arm} ahead by {c.diff:+.3f} {w.compare(c)}"
+        parts.append(f"{_baseline_name(b)} scores {b.quality.mean:.3f} {cq}{lead}")
     if parts:
         both = "both trivial baselines" if len(parts) > 1 else "the trivial baseline"
         w.say(f"{best.arm} significantly beats {both}: {'; '.join(parts)}.")
@@ -193,19 +194,9 @@ def _retrieval_hit(figs: VerdictFigures) -> ArmFigures | None:
     return max(hits, key=lambda a: a.hit_at_k or 0.0) if hits else None
 
 
-def _rising(p: CurvePoint, q: CurvePoint) -> bool:
-    spread = _spread(p, q)
-    return spread is not None and q.quality - p.quality > max(spread, CURVE_NOISE)
-
-
 def _suggest(w: _Writer, top: ArmFigures) -> None:
-    """What the measurements point to when nothing beats the baselines."""
-    for arm, (prev, last) in _curve_steps(w.f).items():
-        if _rising(prev, last):
-            w.say(
-                f"More training data is worth trying first: the {arm} learning curve rises beyond the seed spread, "
-                f"from {prev.quality:.3f} {_curve_cite(w, prev)} to {last.quality:.3f} {_curve_cite(w, last)}."
-            )
+    """What retrieval and the generator suggest when nothing beats the baselines (the curve sentence
+    covers more data)."""
     hit = _retrieval_hit(w.f)
     k = w.f.hit_k or "k"
     if hit is not None and hit.hit_at_k is not None and hit.hit_at_k < LOW_HIT:
@@ -240,11 +231,12 @@ def _nothing_fits(w: _Writer) -> Recommendation:
         "so none is recommended."
     )
     c = figs.comparison(top.arm, bases[0].arm, figs.metric)
+    cq = w.quality(top.arm)
     against = "" if c is None else f", {c.diff:+.3f} against {bases[0].arm} {w.compare(c)}"
-    w.say(f"The best setup, {top.arm}, scores {top.quality.mean:.3f} {w.quality(top.arm)}{against}.")
-    _suggest(w, top)
+    w.say(f"The best setup, {top.arm}, scores {top.quality.mean:.3f} {cq}{against}.")
     _seeds(w)
-    _curve(w)
+    _curve(w)  # says whether more training data would pay, read against the seed spread
+    _suggest(w, top)
     return Recommendation(choice="none", sentences=w.sentences, figures=w.book.figures)
 
 
@@ -298,8 +290,8 @@ def _say_non_inferior(w: _Writer, choice: ArmFigures, best: ArmFigures, c: Compa
     assert c.lo is not None
     w.say(
         f"{choice.arm} is the recommendation: {why}, and it is no worse than {best.arm} by more than the margin "
-        f"of {m:.3f} {w.margin()}: their difference, {c.diff:+.3f} {w.compare(c)}, has a {c.interval_label} "
-        f"whose lower end, {c.lo:+.3f}, is above −{m:.3f}."
+        f"of {m:.3f} {w.margin()}: their difference is {c.diff:+.3f} {w.compare(c)} and the lower end of its "
+        f"{c.interval_label}, {c.lo:+.3f}, is above −{m:.3f}."
     )
 
 

@@ -131,7 +131,7 @@ def raft_tuning(config: Config) -> dict[str, Any]:
     }
 
 
-def _train_seeds(
+def train_seeds(
     train: _Trainer, subsets: dict[float, list[Example]], config: Config
 ) -> tuple[dict[float, list[str]], dict[float, float]]:
     """One adapter per training share and seed (tuning.seed + i); the first seed keeps the plain name.
@@ -254,7 +254,7 @@ def run_verdict(config: Config, data: VerdictData, out: Path, console: Console |
     fractions = sorted(set(vc.curve_fractions) | {1.0})
     subsets = nested_subsets(data.examples, fractions, seed)
     train = _Trainer(config, console)
-    adapters, train_s = _train_seeds(train, subsets, config)
+    adapters, train_s = train_seeds(train, subsets, config)
     raft = raft_rows(subsets[1.0], index, config, snapshot, console)
     # RAFT continues the ft adapter (style already learned) so a bounded set of long RAFT rows only has to
     # teach reading the context: the full set from scratch took 13.5 min of the 30-min budget on the sample
