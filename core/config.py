@@ -176,6 +176,9 @@ class EvalConfig(_Section):
     latency_samples: int = Field(4, ge=0, description="questions per arm run one at a time for latency figures")
     bootstrap_resamples: int = Field(2000, ge=100, description="resamples of every bootstrap interval and test")
     alpha: float = Field(0.05, gt=0, lt=1, description="family-wise error rate of the Holm-corrected tests")
+    baselines: list[Literal["constant", "extractive"]] = Field(
+        ["constant", "extractive"], description="trivial baselines every eval and verdict scores beside the arms"
+    )
 
 
 class VerdictConfig(_Section):
@@ -190,6 +193,10 @@ class VerdictConfig(_Section):
         ge=1,
         description="RAFT rows (a seeded subset) trained on top of the ft adapter; None: every row",
     )
+    margin: float | None = Field(
+        None, gt=0, lt=1, description="non-inferiority margin of a cheaper arm; None: the metric's default (0.03)"
+    )
+    seeds: int = Field(1, ge=1, le=10, description="training seeds of ft and the learning curve (tuning.seed + i)")
 
 
 class Config(_Section):

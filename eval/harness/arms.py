@@ -36,6 +36,10 @@ class ArmSpec(AnswerOptions):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:+-]+$")
     mode: Mode
     retrieval_only: bool = Field(False, description="search only, no generation (retrieval metrics)")
+    baseline: Literal["constant", "extractive"] | None = Field(
+        None, description="a trivial baseline answered without the generator (eval/harness/baselines.py)"
+    )
+    constant: str | None = Field(None, description="the answer the constant baseline gives to every question")
 
     @property
     def retrieves(self) -> bool:
@@ -82,6 +86,7 @@ class EvalSuite(BaseModel):
     format_regex: str | None = None
     format_schema: dict[str, Any] | None = None
     update: Path | None = Field(None, description="freshness: documents (folder or JSONL) applied between runs")
+    train: Path | None = Field(None, description="training data: the constant baseline answers its majority")
 
     @model_validator(mode="before")
     @classmethod
@@ -126,4 +131,6 @@ def load_suite(path: Path) -> EvalSuite:
         suite.data = (path.parent / suite.data).resolve()
     if suite.update is not None and not suite.update.is_absolute():
         suite.update = (path.parent / suite.update).resolve()
+    if suite.train is not None and not suite.train.is_absolute():
+        suite.train = (path.parent / suite.train).resolve()
     return suite

@@ -85,7 +85,7 @@ def latency_table(summary: dict[str, dict[str, Any]]) -> str:
 
 
 def comparison_table(tests: Sequence[PairTest]) -> str:
-    head = "| metric | arms | n | difference [95% CI] | test | p | p (Holm) | verdict |"
+    head = "| metric | arms | n | difference [unadjusted 95% CI] | test | p | p (Holm) | verdict |"
     sep = "|---|---|---:|---|---|---:|---:|---|"
     rows = [
         f"| {t.metric} | {t.a} − {t.b} | {t.n} | {t.diff:+.3f} [{t.low:+.3f}, {t.high:+.3f}] | {t.test} | "
@@ -152,7 +152,10 @@ def render_markdown(doc: dict[str, Any], sections: dict[str, str] | None = None)
         "",
         "Each pair on the questions both arms answered: paired bootstrap interval of the difference; "
         "exact McNemar for 0/1 metrics, paired bootstrap p otherwise; Holm correction across the pairs of "
-        f"each metric (alpha {doc['manifest'].get('alpha', 0.05)}). A winner is named only where significant.",
+        f"each metric (alpha {doc['manifest'].get('alpha', 0.05)}). A winner is named only where significant. "
+        "The interval is unadjusted (one pair alone) while the verdict uses the Holm-adjusted p over the family, "
+        "so an interval that excludes 0 can stand beside 'no significant difference': that pair's difference "
+        "does not survive the correction for the number of pairs.",
         "",
         comparison_table(tests) if tests else "(one arm: nothing to compare)",
         "",

@@ -23,6 +23,7 @@ from ragtune.eval.harness import metrics
 from ragtune.eval.harness.arms import ArmSpec
 from ragtune.eval.harness.arms import arm as to_arm
 from ragtune.eval.harness.backends import Backend, InProcessBackend
+from ragtune.eval.harness.baselines import answer_baseline
 from ragtune.eval.harness.data import EvalItem
 from ragtune.serving.pipeline import Pipeline
 
@@ -209,11 +210,12 @@ def run_arm(
         pin = snapshot or (backend.current_snapshot() if spec.retrieves else None)
         questions = [it.question for it in group]
         t0 = time.perf_counter()
-        answers = (
-            [Answer(answer="", mode=spec.mode) for _ in group]
-            if spec.retrieval_only
-            else backend.answer(questions, spec, pin)
-        )
+        if spec.baseline is not None:  # no generator: eval/harness/baselines.py
+            answers = answer_baseline(backend, questions, spec, pin, config.retrieval.top_k)
+        elif spec.retrieval_only:
+            answers = [Answer(answer="", mode=spec.mode) for _ in group]
+        else:
+            answers = backend.answer(questions, spec, pin)
         wall = (time.perf_counter() - t0) * 1000 / len(group)
         t1 = time.perf_counter()
         ranked = backend.ranked_docs(questions, spec, pin, scoring.depth)

@@ -10,8 +10,10 @@ from ragtune.core.config import Config
 from ragtune.core.errors import ConfigError
 from ragtune.eval.harness.arms import EvalSuite
 from ragtune.eval.harness.backends import Backend, InProcessBackend
+from ragtune.eval.harness.baselines import with_baselines
 from ragtune.eval.harness.data import EvalItem
 from ragtune.eval.harness.freshness import freshness_markdown, run_freshness
+from ragtune.eval.harness.labels import label_markdown, label_report
 from ragtune.eval.harness.loaders import load_eval_set, seeded_sample
 from ragtune.eval.harness.manifest import adapter_hashes, dataset_hash, manifest
 from ragtune.eval.harness.report import write_report
@@ -30,6 +32,17 @@ def _finished_by_all(records: list[Record], arms: list[str]) -> set[str]:
     """Question ids every arm has a record for (all of them unless a deadline stopped the run)."""
     by_arm = {a: {r.id for r in records if r.arm == a} for a in arms}
     return set.intersection(*by_arm.values()) if by_arm else set()
+
+
+def baseline_sections(records: list[Record], notes: list[str]) -> dict[str, str]:
+    """Report sections on what the baselines are and, for a label task, what each arm predicts."""
+    sections: dict[str, str] = {}
+    if notes:
+        sections["Baselines"] = "\n".join(f"- {n}" for n in notes)
+    labels = label_report(records)
+    if labels is not None:
+        sections["Label task"] = label_markdown(labels)
+    return sections
 
 
 def suite_items(suite: EvalSuite, seed: int) -> list[EvalItem]:
@@ -64,6 +77,7 @@ def evaluate(
         format_regex=suite.format_regex,
         format_schema=suite.format_schema,
     )
+    suite, baseline_notes = with_baselines(config, suite, items, backend, scoring.answer_regex)
     data_hash = dataset_hash(items)
     key = {
         "config_hash": config.digest(),
@@ -97,7 +111,7 @@ def evaluate(
         records = [r for r in records if r.id in finished]
         items = [it for it in items if it.id in finished]
     summary = summarize(records)
-    sections: dict[str, str] = {}
+    sections = baseline_sections(records, baseline_notes)
     fresh_doc: dict[str, Any] | None = None
     if suite.update is not None:
         if not isinstance(backend, InProcessBackend):

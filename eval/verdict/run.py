@@ -8,7 +8,6 @@ are asked again.
 
 from __future__ import annotations
 
-import itertools
 import resource
 import time
 from collections.abc import Sequence
@@ -20,24 +19,19 @@ from rich.console import Console
 from ragtune.core.adapters import read_card
 from ragtune.core.config import Config
 from ragtune.core.errors import DataError
-from ragtune.eval.harness import stats
 from ragtune.eval.harness.arms import ArmSpec
+from ragtune.eval.harness.baselines import baseline_arms, majority_answer
 from ragtune.eval.harness.data import EvalItem, evenly_spaced
+from ragtune.eval.harness.labels import label_report
 from ragtune.eval.harness.report import manifest
-from ragtune.eval.harness.runner import Record, Scoring, run_arms, summarize
+from ragtune.eval.harness.runner import Record, Scoring, run_arms
+from ragtune.eval.verdict.answers import collect, disagreements
+from ragtune.eval.verdict.compare import arm_figures, comparisons, main_arms
 from ragtune.eval.verdict.inputs import VerdictData
-from ragtune.eval.verdict.learning_curve import nested_subsets
-from ragtune.eval.verdict.recommend import (
-    ArmFigures,
-    Comparison,
-    CurvePoint,
-    Estimate,
-    SetupCost,
-    UpdateCost,
-    VerdictFigures,
-    recommend,
-)
+from ragtune.eval.verdict.learning_curve import CURVE_ARMS, curve_points, nested_subsets
+from ragtune.eval.verdict.recommend import CurvePoint, SetupCost, UpdateCost, VerdictFigures, recommend
 from ragtune.eval.verdict.report import VerdictResult, write_verdict
+from ragtune.eval.verdict.seeds import seed_arm
 from ragtune.eval.verdict.update_cost import absorb_update
 from ragtune.retrieval.index import Index
 from ragtune.serving.pipeline import Pipeline
@@ -82,6 +76,7 @@ class _Trainer:
                 card.data_hash == data_hash(examples)
                 and card.base_model == config.models.generator
                 and card.parent_adapter == init
+                and card.hyperparameters.get("seed", config.tuning.seed) == config.tuning.seed
             ):
                 self.console.print(f"adapter '{name}' already trained on this data ({card.wall_time_s:.0f} s); reused")
                 return float(card.wall_time_s or 0.0)
@@ -100,65 +95,6 @@ class _Trainer:
             examples, name, config, epochs=self.config.verdict.retune_epochs, init_adapter=config.adapters_dir / init
         )
         return time.perf_counter() - t0
-
-
-def _estimate(values: Sequence[float | None], seed: int) -> Estimate | None:
-    iv = stats.bootstrap_ci([v for v in values if v is not None], seed=seed)
-    if iv.mean is None:
-        return None
-    return Estimate(mean=iv.mean, lo=iv.low, hi=iv.high)
-
-
-def _arm_figures(records: Sequence[Record], seed: int) -> list[ArmFigures]:
-    summary = summarize(records)
-    out: list[ArmFigures] = []
-    for name, s in summary.items():
-        rs = [r for r in records if r.arm == name]
-        lat = [r for r in rs if not r.batched] or rs
-        gen_ms = sum(max(r.total_ms - r.retrieve_ms, 1e-6) for r in lat)
-        quality = _estimate([r.f1 for r in rs], seed)
-        assert quality is not None
-        out.append(
-            ArmFigures(
-                arm=name,
-                quality=quality,
-                format=_estimate([r.format_ok for r in rs], seed),
-                p50_ms=float(s["p50_ms"] or 0.0),
-                p95_ms=float(s["p95_ms"] or 0.0),
-                tokens_per_s=1000 * sum(r.completion_tokens for r in lat) / gen_ms,
-                prompt_tokens=s["prompt_tokens"],
-            )
-        )
-    return out
-
-
-def _comparisons(records: Sequence[Record], arms: Sequence[str], seed: int, alpha: float) -> list[Comparison]:
-    """Every pair of arms on token F1 over the same questions, Holm-corrected as one family."""
-    by_arm = {a: {r.id: r.f1 for r in records if r.arm == a} for a in arms}
-    tests = []
-    for a, b in itertools.combinations(arms, 2):
-        ids = [i for i in by_arm[a] if i in by_arm[b]]
-        xa, xb = [by_arm[a][i] for i in ids], [by_arm[b][i] for i in ids]
-        tests.append(stats.compare_pair(METRIC, a, xa, b, xb, binary=stats.is_binary(xa + xb), seed=seed))
-    stats.apply_holm(tests, alpha=alpha)
-    return [
-        Comparison(
-            a=t.a,
-            b=t.b,
-            metric=METRIC,
-            diff=t.diff or 0.0,
-            lo=t.low,
-            hi=t.high,
-            p_value=t.p_holm,
-            significant=t.significant,
-        )
-        for t in tests
-    ]
-
-
-def _mean(values: Sequence[float | None]) -> float | None:
-    vals = [v for v in values if v is not None]
-    return sum(vals) / len(vals) if vals else None
 
 
 def raft_rows(
@@ -193,48 +129,115 @@ def raft_tuning(config: Config) -> dict[str, Any]:
     }
 
 
-def _curve(
+def train_seeds(
+    train: _Trainer, subsets: dict[float, list[Example]], config: Config
+) -> tuple[dict[float, list[str]], dict[float, float]]:
+    """One adapter per training share and seed (tuning.seed + i); the first seed keeps the plain name.
+    Returns the adapter names per share (first seed first) and the first seed's training seconds."""
+    first = config.tuning.seed
+    names: dict[float, list[str]] = {}
+    seconds: dict[float, float] = {}
+    for f, rows in subsets.items():
+        plain = f"verdict-ft-{round(100 * f)}"
+        names[f] = [plain if i == 0 else f"{plain}-seed{first + i}" for i in range(config.verdict.seeds)]
+        times = [train(rows, n, tuning={"seed": first + i} if i else None) for i, n in enumerate(names[f])]
+        seconds[f] = times[0]
+    return names, seconds
+
+
+def setup_arms(config: Config, examples: Sequence[Example], adapters: Sequence[str], raft: bool) -> list[ArmSpec]:
+    """The setups compared, then ft and hybrid with each extra training seed's adapter."""
+    full = adapters[0]
+    arms = [ArmSpec(name="base", mode="base")]
+    if config.verdict.few_shot_k:
+        prompt = few_shot_prompt(config.prompt.system_prompt, examples, config.verdict.few_shot_k)
+        arms.append(ArmSpec(name="few-shot", mode="base", system_prompt=prompt))
+    arms += [
+        ArmSpec(name="ft", mode="ft", adapter=full),
+        ArmSpec(name="rag", mode="rag"),
+        ArmSpec(name="hybrid", mode="hybrid", adapter=full),
+    ]
+    if raft:
+        arms.append(ArmSpec(name="hybrid-raft", mode="hybrid", adapter="verdict-raft"))
+    for i, name in enumerate(adapters[1:], 1):
+        arms += [ArmSpec(name=seed_arm(m, i, config.tuning.seed), mode=m, adapter=name) for m in CURVE_ARMS]
+    return arms
+
+
+def verdict_baselines(config: Config, examples: Sequence[Example], scoring: Scoring) -> tuple[list[ArmSpec], list[str]]:
+    """`eval.baselines` with the constant taken from the training answers, as the eval extracts them."""
+    constant = majority_answer((e.answer for e in examples), scoring.answer_regex)
+    arms, notes = baseline_arms(config.eval.baselines, constant)
+    for a in arms:
+        if a.baseline == "constant":
+            notes.append(f'constant: "{a.constant}" for every question, the most frequent training answer')
+        else:
+            notes.append("extractive: the retrieved sentence nearest the question, no generator")
+    return arms, notes
+
+
+def _run_curve(
     pipeline: Pipeline,
     config: Config,
     items: list[EvalItem],
     records: list[Record],
     subsets: dict[float, list[Example]],
-    adapter_of: dict[float, str],
+    adapters: dict[float, list[str]],
     scoring: Scoring,
     snapshot: str | None,
 ) -> list[CurvePoint]:
-    """ft and hybrid per training share; the 100% point reuses the main run's answers to the same questions."""
+    """ft and hybrid per training share and seed; the 100% point reuses the main run's answers."""
     curve_items = evenly_spaced(items, config.verdict.curve_eval_limit)
     ids = {it.id for it in curve_items}
     curve: list[CurvePoint] = []
     for f in sorted(subsets):
         if f == 1.0:
-            rs = [r for r in records if r.id in ids and r.arm in ("ft", "hybrid")]
+            rs = [r for r in records if r.id in ids]
         else:
             arms = [
-                ArmSpec(name="ft", mode="ft", adapter=adapter_of[f]),
-                ArmSpec(name="hybrid", mode="hybrid", adapter=adapter_of[f]),
+                ArmSpec(name=seed_arm(m, i, config.tuning.seed), mode=m, adapter=name)
+                for i, name in enumerate(adapters[f])
+                for m in CURVE_ARMS
             ]
             rs = run_arms(pipeline, curve_items, arms, config, scoring=scoring, snapshot=snapshot)
-        for arm_name in ("ft", "hybrid"):
-            mine = [r for r in rs if r.arm == arm_name]
-            curve.append(
-                CurvePoint(
-                    arm=arm_name,
-                    fraction=f,
-                    n_examples=len(subsets[f]),
-                    quality=_mean([r.f1 for r in mine]) or 0.0,
-                    format=_mean([r.format_ok for r in mine]),
-                )
-            )
+        curve += curve_points(rs, f, len(subsets[f]))
     return curve
+
+
+def _index(config: Config, data: VerdictData, console: Console) -> tuple[Index, float, list[str]]:
+    """The documents indexed (timed), and a note when that was a no-op on an existing index."""
+    index = Index.from_config(config)
+    t0 = time.perf_counter()
+    built = index.upsert(data.docs)
+    index_build_s = time.perf_counter() - t0
+    console.print(f"{built.summary()} in {index_build_s:.1f} s")
+    notes = []
+    if built.unchanged and not (built.added or built.updated):
+        notes.append(
+            f"the workspace index already held these documents, so the index build time ({index_build_s:.1f} s) "
+            "is that of a no-op check; use a fresh workspace to measure a build"
+        )
+    return index, index_build_s, notes
+
+
+def _figures(config: Config, records: list[Record], arms: Sequence[ArmSpec], scoring: Scoring) -> VerdictFigures:
+    """Per-arm figures and the paired comparisons (seeds folded in, baselines in the family)."""
+    seed, resamples = config.generation.seed, config.eval.bootstrap_resamples
+    mains = main_arms(records)
+    return VerdictFigures(
+        metric=METRIC,
+        arms=arm_figures(records, {a.name: a for a in arms}, seed, resamples),
+        comparisons=comparisons(records, METRIC, seed, config.eval.alpha, resamples),
+        margin=config.verdict.margin,
+        hit_k=scoring.hit_k,
+        labels=label_report(records, mains),
+    )
 
 
 def run_verdict(config: Config, data: VerdictData, out: Path, console: Console | None = None) -> dict[str, Path]:
     console = console or Console()
     vc = config.verdict
     seed = config.generation.seed
-    notes: list[str] = []
     config.workspace.mkdir(parents=True, exist_ok=True)
     if not data.items:
         raise DataError("the verdict needs at least one eval question")
@@ -242,105 +245,82 @@ def run_verdict(config: Config, data: VerdictData, out: Path, console: Console |
         raise DataError("the verdict needs at least one training example")
 
     console.rule("1. index the documents")
-    index = Index.from_config(config)
-    t0 = time.perf_counter()
-    built = index.upsert(data.docs)
-    index_build_s = time.perf_counter() - t0
-    console.print(f"{built.summary()} in {index_build_s:.1f} s")
-    if built.unchanged and not (built.added or built.updated):
-        notes.append(
-            f"the workspace index already held these documents, so the index build time ({index_build_s:.1f} s) "
-            "is that of a no-op check; use a fresh workspace to measure a build"
-        )
+    index, index_build_s, notes = _index(config, data, console)
     snapshot = index.snapshot
 
-    console.rule("2. train: the full set, the learning-curve subsets and RAFT")
+    console.rule("2. train: the full set, the learning-curve subsets (per seed) and RAFT")
     fractions = sorted(set(vc.curve_fractions) | {1.0})
     subsets = nested_subsets(data.examples, fractions, seed)
     train = _Trainer(config, console)
-    adapter_of = {f: f"verdict-ft-{round(100 * f)}" for f in fractions}
-    train_s = {f: train(subsets[f], adapter_of[f]) for f in fractions}
+    adapters, train_s = train_seeds(train, subsets, config)
     raft = raft_rows(subsets[1.0], index, config, snapshot, console)
     # RAFT continues the ft adapter (style already learned) so a bounded set of long RAFT rows only has to
     # teach reading the context: the full set from scratch took 13.5 min of the 30-min budget on the sample
-    full = adapter_of[1.0]
+    full = adapters[1.0][0]
     raft_s = train(raft, "verdict-raft", snapshot=snapshot, tuning=raft_tuning(config), init=full) if raft else None
     peak_mb = _peak_rss_mb()
 
     pipeline = Pipeline.from_config(config, with_index=False)
     pipeline.index = index
-    arms = [
-        ArmSpec(name="base", mode="base"),
-        ArmSpec(
-            name="few-shot",
-            mode="base",
-            system_prompt=few_shot_prompt(config.prompt.system_prompt, subsets[1.0], vc.few_shot_k),
-        ),
-        ArmSpec(name="ft", mode="ft", adapter=full),
-        ArmSpec(name="rag", mode="rag"),
-        ArmSpec(name="hybrid", mode="hybrid", adapter=full),
-    ]
-    if raft:
-        arms.append(ArmSpec(name="hybrid-raft", mode="hybrid", adapter="verdict-raft"))
-    if vc.few_shot_k == 0:
-        arms = [a for a in arms if a.name != "few-shot"]
+    setups = setup_arms(config, subsets[1.0], adapters[1.0], bool(raft))
     scoring = Scoring.from_config(config)
+    baselines, baseline_notes = verdict_baselines(config, data.examples, scoring)
+    arms = [*setups, *baselines]
 
-    console.rule("3. evaluate every arm on the same questions and snapshot")
+    console.rule("3. evaluate every arm (and the trivial baselines) on the same questions and snapshot")
     items = evenly_spaced(data.items, vc.eval_limit)
     records = run_arms(pipeline, items, arms, config, scoring=scoring, snapshot=snapshot)
-    names = [a.name for a in arms]
 
     console.rule("4. learning curve")
-    curve = _curve(pipeline, config, items, records, subsets, adapter_of, scoring, snapshot)
+    curve = _run_curve(pipeline, config, items, records, subsets, adapters, scoring, snapshot)
 
     update: list[UpdateCost] = []
     if data.new_docs:
         console.rule("5. a document change: re-index for rag/hybrid, re-tune for ft")
         if not data.changed:
             raise DataError("a document update needs questions about the changed facts (--update-data)")
-        outcome = absorb_update(config, index, pipeline, arms, data.new_docs, data.changed, train.retune, scoring)
+        deployed = [a for a in setups if a.name in main_arms(records)]
+        outcome = absorb_update(config, index, pipeline, deployed, data.new_docs, data.changed, train.retune, scoring)
         update, notes = outcome.costs, notes + outcome.notes
         console.print("\n".join(outcome.notes))
 
-    setup_notes = (
-        f"RAFT adapter: {len(raft or [])} retrieval-augmented examples on top of '{full}', trained in {raft_s:.0f} s"
-        if raft_s is not None
-        else None
+    if raft_s is not None:
+        n_raft = len(raft or [])
+        notes.append(
+            f"RAFT adapter: {n_raft} retrieval-augmented examples on top of '{full}', trained in {raft_s:.0f} s"
+        )
+    if vc.seeds > 1:
+        notes.append(f"ft and hybrid trained with seeds {config.tuning.seed}..{config.tuning.seed + vc.seeds - 1}")
+    figs = _figures(config, records, arms, scoring).model_copy(
+        update={
+            "update": update,
+            "setup": SetupCost(
+                training_s=train_s[1.0],
+                peak_mem_mb=peak_mb,
+                train_examples=len(subsets[1.0]),
+                index_build_s=index_build_s,
+            ),
+            "curve": curve,
+        }
     )
-    figs = VerdictFigures(
-        metric=METRIC,
-        arms=_arm_figures(records, seed),
-        comparisons=_comparisons(records, names, seed, config.eval.alpha),
-        update=update,
-        setup=SetupCost(
-            training_s=train_s[1.0],
-            peak_mem_mb=peak_mb,
-            train_examples=len(subsets[1.0]),
-            index_build_s=index_build_s,
-        ),
-        curve=curve,
-    )
-    if setup_notes:
-        notes.append(setup_notes)
+    rows = collect(records)
+    meta: dict[str, Any] = {
+        "snapshot": snapshot,
+        **data.sources,
+        "questions": len(items),
+        "train_examples": len(data.examples),
+    }
+    meta |= {"seed": seed, "training_seeds": [config.tuning.seed + i for i in range(vc.seeds)]}
     result = VerdictResult(
         figures=figs,
         recommendation=recommend(figs),
-        manifest=manifest(
-            config,
-            {
-                "snapshot": snapshot,
-                **data.sources,
-                "questions": len(items),
-                "train_examples": len(data.examples),
-                "seed": seed,
-            },
-        ),
-        notes=notes,
+        manifest=manifest(config, meta),
+        notes=notes + baseline_notes,
+        disagreements=disagreements(rows, main_arms(records)),
     )
-    paths = write_verdict(out, result)
+    paths = write_verdict(out, result, rows)
     console.rule("verdict")
     console.print(f"[bold]Recommendation: {result.recommendation.choice}[/]")
     console.print(result.recommendation.text)
-    console.print(f"report: {paths['md']} and {paths['html']}")
+    console.print(f"report: {paths['md']} and {paths['html']}; every answer in {paths['answers']}")
     return paths
