@@ -21,6 +21,7 @@ from eval_cmuqa import ADAPTER, DATA, ROOT, setup  # type: ignore[import-not-fou
 
 from ragtune.eval.harness.arms import EvalSuite
 from ragtune.eval.harness.backends import InProcessBackend
+from ragtune.eval.harness.runner import RunSettings
 from ragtune.eval.harness.session import evaluate
 
 
@@ -65,8 +66,7 @@ def main() -> None:
         InProcessBackend(pipeline),
         out / "compress-report",
         items=items,
-        fresh=args.fresh,
-        progress=not args.quick,
+        settings=RunSettings(fresh=args.fresh, progress=not args.quick),
         title=f"CMU-QA: hybrid with whole chunks vs compressed to {args.short_context} tokens, float32 vs bf16 prefill",
         extra_meta={"dataset": str(DATA), "dataset_kind": "cmu_qa", "split": "test (30% of articles, seed 0)"},
     )

@@ -28,6 +28,7 @@ from ragtune.eval.harness.arms import EvalSuite  # noqa: E402
 from ragtune.eval.harness.backends import InProcessBackend  # noqa: E402
 from ragtune.eval.harness.data import EvalItem  # noqa: E402
 from ragtune.eval.harness.loaders import EvalSet, load_cmu_qa, seeded_sample  # noqa: E402
+from ragtune.eval.harness.runner import RunSettings  # noqa: E402
 from ragtune.eval.harness.session import evaluate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,12 +189,14 @@ def main() -> None:
         InProcessBackend(pipeline),
         out / "report",
         items=items,
-        fresh=args.fresh,
-        progress=progress,
+        settings=RunSettings(
+            fresh=args.fresh,
+            progress=progress,
+            block=args.block,
+            deadline=None if args.budget_min is None else t_mono + 60 * args.budget_min,
+        ),
         title=f"CMU-QA: up to {len(items)} questions from {n_articles} held-out articles",
         extra_meta={"dataset": str(DATA), "dataset_kind": "cmu_qa", "split": "test (30% of articles, seed 0)"},
-        block=args.block,
-        deadline=None if args.budget_min is None else t_mono + 60 * args.budget_min,
     )
     eval_s = time.perf_counter() - t0
     doc = json.loads(run.json_path.read_text())

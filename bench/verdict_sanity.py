@@ -278,7 +278,7 @@ def case_seeds(out: Path, n_eval: int, n_train: int, seeds: int = 3) -> dict[str
     from ragtune.core.sample import sample_path
     from ragtune.eval.harness.arms import ArmSpec
     from ragtune.eval.harness.data import evenly_spaced, load_items
-    from ragtune.eval.harness.runner import Scoring, run_arms
+    from ragtune.eval.harness.runner import RunSettings, Scoring, run_arms
     from ragtune.eval.verdict.compare import arm_figures
     from ragtune.eval.verdict.learning_curve import nested_subsets
     from ragtune.eval.verdict.run import _Trainer, train_seeds
@@ -295,7 +295,7 @@ def case_seeds(out: Path, n_eval: int, n_train: int, seeds: int = 3) -> dict[str
         ArmSpec(name=seed_arm("ft", i, config.tuning.seed), mode="ft", adapter=a) for i, a in enumerate(adapters[1.0])
     ]
     pipeline = Pipeline.from_config(config, with_index=False)
-    records = run_arms(pipeline, items, arms, config, scoring=Scoring.from_config(config), progress=False)
+    records = run_arms(pipeline, items, arms, config, RunSettings(scoring=Scoring.from_config(config), progress=False))
     ft = arm_figures(records, {}, seed=0)[0]
     return {
         "seeds": [config.tuning.seed + i for i in range(seeds)],

@@ -47,6 +47,7 @@ def eval_cmd(
         return
     from ragtune.eval.harness.arms import EvalSuite, arm, load_suite
     from ragtune.eval.harness.backends import Backend, HttpBackend, InProcessBackend
+    from ragtune.eval.harness.runner import RunSettings
     from ragtune.eval.harness.session import evaluate, suite_items
 
     cfg = load_cli_config(workspace, config)
@@ -81,7 +82,7 @@ def eval_cmd(
         from ragtune.serving.pipeline import Pipeline
 
         backend = InProcessBackend(Pipeline.from_config(cfg))
-    run = evaluate(cfg, suite, backend, out, items=items, fresh=fresh, progress=progress)
+    run = evaluate(cfg, suite, backend, out, items=items, settings=RunSettings(fresh=fresh, progress=progress))
     console.print(run.md_path.read_text().split("\n## Manifest")[0])
     console.print(f"reports: {run.json_path.parent}/report.{{json,md,html}}")
 

@@ -7,7 +7,7 @@ from ragtune.core.errors import DataError
 from ragtune.eval.harness import metrics
 from ragtune.eval.harness.data import EvalItem, load_items
 from ragtune.eval.harness.report import write_report
-from ragtune.eval.harness.runner import run_arm, summarize
+from ragtune.eval.harness.runner import RunSettings, run_arm, summarize
 
 
 def test_normalize_and_exact_match():
@@ -70,8 +70,8 @@ def test_runner_scores_real_answers_and_writes_reports(pipeline_factory, tmp_pat
             id="3", question="How long does the lamp battery last?", answers=["31 hours"], doc_ids=["zorblat-battery"]
         ),
     ]
-    records = run_arm(p, items, "rag", p.config, latency_samples=1, progress=False) + run_arm(
-        p, items, "base", p.config, latency_samples=1, progress=False
+    records = run_arm(p, items, "rag", p.config, RunSettings(latency_samples=1, progress=False)) + run_arm(
+        p, items, "base", p.config, RunSettings(latency_samples=1, progress=False)
     )
     assert len(records) == 6 and {r.arm for r in records} == {"rag", "base"}
     rag = [r for r in records if r.arm == "rag"]

@@ -23,7 +23,7 @@ from ragtune.eval.harness.arms import EvalSuite, load_suite
 from ragtune.eval.harness.backends import HttpBackend, InProcessBackend
 from ragtune.eval.harness.compare import compare_reports
 from ragtune.eval.harness.data import EvalItem
-from ragtune.eval.harness.runner import Journal, Scoring, run_arms
+from ragtune.eval.harness.runner import Journal, RunSettings, Scoring, run_arms
 from ragtune.eval.harness.schema import REPORT_SCHEMA
 from ragtune.eval.harness.session import evaluate
 
@@ -83,7 +83,7 @@ def test_arms_variants_statistics_reports_and_resume(pipeline_factory, tmp_path:
     )
     cfg = p.config.model_copy(update={"eval": p.config.eval.model_copy(update={"latency_samples": 1})})
     out = tmp_path / "run"
-    run = evaluate(cfg, suite, Counting(p), out, items=ITEMS, progress=False)
+    run = evaluate(cfg, suite, Counting(p), out, items=ITEMS, settings=RunSettings(progress=False))
     assert Counting.calls == 9  # three generating arms x three questions; retrieval-only generates nothing
     by = {(r.arm, r.id): r for r in run.records}
     assert len(by) == 12 and len(run.records) == 12
@@ -107,11 +107,18 @@ def test_arms_variants_statistics_reports_and_resume(pipeline_factory, tmp_path:
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "http" not in page.split("<body>")[1].split("Manifest")[0]
     # a second run on the same folder resumes: nothing left to generate, same records
-    again = evaluate(cfg, suite, Counting(p), out, items=ITEMS, progress=False)
+    again = evaluate(cfg, suite, Counting(p), out, items=ITEMS, settings=RunSettings(progress=False))
     assert Counting.calls == 9 and [r.answer for r in again.records] == [r.answer for r in run.records]
     # another arm set cannot silently reuse the records
     with pytest.raises(DataError, match="different run"):
-        evaluate(cfg, EvalSuite.model_validate({"arms": ["base"]}), Counting(p), out, items=ITEMS, progress=False)
+        evaluate(
+            cfg,
+            EvalSuite.model_validate({"arms": ["base"]}),
+            Counting(p),
+            out,
+            items=ITEMS,
+            settings=RunSettings(progress=False),
+        )
     tests, cmp_md = compare_reports(run.json_path, again.json_path)
     assert tests and all(t.diff == 0 and not t.significant for t in tests) and "rag (new)" in cmp_md
 
@@ -179,7 +186,12 @@ def test_freshness_scenario_reports_who_followed(generator, tmp_path: Path):
     ]
     suite = EvalSuite.model_validate({"arms": ["base", "rag"], "update": str(update)})
     run = evaluate(
-        cfg, suite, InProcessBackend(Pipeline(cfg, generator, index)), tmp_path / "out", items=items, progress=False
+        cfg,
+        suite,
+        InProcessBackend(Pipeline(cfg, generator, index)),
+        tmp_path / "out",
+        items=items,
+        settings=RunSettings(progress=False),
     )
     fresh = json.loads(run.json_path.read_text())["freshness"]
     assert fresh["snapshot_before"] != fresh["update"]["snapshot"]
@@ -213,7 +225,11 @@ def test_endpoint_black_box_against_live_server(pipeline_factory, tmp_path: Path
         backend = HttpBackend(f"http://127.0.0.1:{port}", concurrency=2)
         suite = EvalSuite.model_validate({"arms": {"base": {"max_new_tokens": 8}, "rag": {"max_new_tokens": 8}}})
         records = run_arms(
-            backend, ITEMS, suite.arms, p.config, Journal(tmp_path / "r.jsonl"), Scoring(), None, 1, False
+            backend,
+            ITEMS,
+            suite.arms,
+            p.config,
+            RunSettings(Scoring(), journal=Journal(tmp_path / "r.jsonl"), latency_samples=1, progress=False),
         )
         assert len(records) == 6 and all(r.answer for r in records)
         rag = [r for r in records if r.arm == "rag"]
@@ -222,7 +238,7 @@ def test_endpoint_black_box_against_live_server(pipeline_factory, tmp_path: Path
         assert "grounding" not in rag[0].scores  # the API does not return passage text
         bad = EvalSuite.model_validate({"arms": {"rag": {"search_mode": "lexical"}}})
         with pytest.raises(Exception, match="cannot be set through the API"):
-            run_arms(backend, ITEMS[:1], bad.arms, p.config, None, Scoring(), None, 0, False)
+            run_arms(backend, ITEMS[:1], bad.arms, p.config, RunSettings(Scoring(), latency_samples=0, progress=False))
         with pytest.raises(Exception, match="cannot reach"):
             HttpBackend(f"http://127.0.0.1:{_free_port()}").answer(["q"], suite.arms[0], None)
     finally:
@@ -252,10 +268,12 @@ def test_pinned_snapshot_holds_while_the_index_moves(generator, tmp_path: Path):
     q = "What does the Zorblat Basic plan cost?"
     item = EvalItem(id="1", question=q, answers=["17 florins"], doc_ids=["plans"])
     arms = EvalSuite.model_validate({"arms": {"rag": {}, "ret": {"mode": "rag", "retrieval_only": True}}}).arms
-    old = run_arms(backend, [item], arms, cfg, None, Scoring(), pinned, 0, False)
+    old = run_arms(backend, [item], arms, cfg, RunSettings(Scoring(), pinned, latency_samples=0, progress=False))
     assert [r.retrieved for r in old] == [["plans"], ["plans"]] and old[0].snapshot == pinned
     assert old[0].cited == ["plans"] and old[0].scores["hit@1"] == 1.0
-    now = run_arms(backend, [item], arms, cfg, None, Scoring(), None, 0, False)
+    now = run_arms(backend, [item], arms, cfg, RunSettings(Scoring(), latency_samples=0, progress=False))
     assert now[0].snapshot == index.snapshot and set(now[1].retrieved) == {"plans", "prices"}
     with pytest.raises(NotFoundError, match="unknown snapshot"):
-        run_arms(backend, [item], arms[1:], cfg, None, Scoring(), "s09999-deadbeef", 0, False)
+        run_arms(
+            backend, [item], arms[1:], cfg, RunSettings(Scoring(), "s09999-deadbeef", latency_samples=0, progress=False)
+        )

@@ -75,7 +75,7 @@ def test_manifest_traces_adapter_cards_data_config_and_code(tmp_path: Path):
 def _report(out: Path, rag_ok: list[float], meta: dict[str, object]) -> Path:
     base_ok = [0.0] * len(rag_ok)
     records = [rec("base", i, v) for i, v in enumerate(base_ok)] + [rec("rag", i, v) for i, v in enumerate(rag_ok)]
-    json_path, _ = write_report(out, summarize(records), records, meta, resamples=500)
+    json_path, _ = write_report(out, summarize(records), records, {"bootstrap_resamples": 500, **meta})
     return json_path
 
 
@@ -155,16 +155,17 @@ class Scripted:
 
 def test_blocks_interleave_arms_and_a_deadline_leaves_paired_records(tmp_path: Path):
     import time
+    from dataclasses import replace
 
     from ragtune.eval.harness.arms import EvalSuite
-    from ragtune.eval.harness.runner import Journal, run_arms
+    from ragtune.eval.harness.runner import Journal, RunSettings, run_arms
     from ragtune.eval.harness.session import evaluate
 
     cfg = load_config(workspace=tmp_path / "ws", environ={}, overrides={"eval": {"latency_samples": 1}})
     items = [EvalItem(id=f"q{i}", question=f"question q{i}", answers=["yes"]) for i in range(5)]
     arms = EvalSuite.model_validate({"arms": ["base", "ft"]}).arms
     b = Scripted()
-    recs = run_arms(b, items, arms, cfg, None, None, None, 1, False, block=2)
+    recs = run_arms(b, items, arms, cfg, RunSettings(latency_samples=1, progress=False, block=2))
     assert b.calls == [
         ("base", ["q0"]),  # the latency sample, alone
         ("base", ["q1"]),
@@ -178,15 +179,22 @@ def test_blocks_interleave_arms_and_a_deadline_leaves_paired_records(tmp_path: P
     assert [(r.arm, r.id) for r in recs] == [(a, f"q{i}") for a in ("base", "ft") for i in range(5)]
     assert [r.batched for r in recs if r.arm == "base"] == [False, True, True, True, True]
 
-    journal = Journal(tmp_path / "j.jsonl")
+    run = RunSettings(journal=Journal(tmp_path / "j.jsonl"), latency_samples=1, progress=False, block=2)
     late = Scripted()
-    first = run_arms(late, items, arms, cfg, journal, None, None, 1, False, block=2, deadline=time.monotonic() - 1)
+    first = run_arms(late, items, arms, cfg, replace(run, deadline=time.monotonic() - 1))
     assert {(r.arm, r.id) for r in first} == {(a, q) for a in ("base", "ft") for q in ("q0", "q1")}
-    rest = run_arms(late, items, arms, cfg, journal, None, None, 1, False, block=2)
+    rest = run_arms(late, items, arms, cfg, run)
     assert len(rest) == 10 and sum(len(ids) for _, ids in late.calls) == 10  # nothing answered twice
 
     suite = EvalSuite.model_validate({"arms": ["base", "ft"]})
-    run = evaluate(cfg, suite, Scripted(), tmp_path / "out", items=items, progress=False, block=2, deadline=0.0)
+    run = evaluate(
+        cfg,
+        suite,
+        Scripted(),
+        tmp_path / "out",
+        items=items,
+        settings=RunSettings(progress=False, block=2, deadline=0.0),
+    )
     doc = json.loads(run.json_path.read_text())
     assert doc["manifest"]["questions"] == 2 and doc["manifest"]["questions_planned"] == 5
     # the constant baseline (the eval set's own majority here: no training data) runs in the same blocks

@@ -17,7 +17,7 @@ from ragtune.eval.harness.backends import InProcessBackend
 from ragtune.eval.harness.baselines import baseline_arms, majority_answer
 from ragtune.eval.harness.data import EvalItem
 from ragtune.eval.harness.labels import OTHER, detect_labels, label_report, to_label
-from ragtune.eval.harness.runner import Record, Scoring, run_arms
+from ragtune.eval.harness.runner import Record, RunSettings, Scoring, run_arms
 from ragtune.eval.verdict.answers import collect, disagreements
 from ragtune.eval.verdict.inputs import VerdictData
 from ragtune.retrieval.compress import split_sentences
@@ -103,7 +103,7 @@ def test_extractive_answers_a_retrieved_sentence_and_constant_a_fixed_one(pipeli
     ]
     arms = [ArmSpec(name="extractive", mode="rag", baseline="extractive")]
     arms += [ArmSpec(name="constant", mode="base", baseline="constant", constant="17 florins")]
-    recs = run_arms(pipeline, items, arms, pipeline.config, progress=False)
+    recs = run_arms(pipeline, items, arms, pipeline.config, RunSettings(progress=False))
     ext = {r.id: r for r in recs if r.arm == "extractive"}
     sentences = {d.id: split_sentences(d.text) for d in fact_docs}
     assert ext["p"].answer == "The Pro plan costs 45 florins." and ext["p"].answer in sentences["zorblat-pricing"]
@@ -130,7 +130,14 @@ def test_eval_reports_show_the_baselines(pipeline_factory, tmp_path: Path) -> No
         )
     ]
     suite = EvalSuite.model_validate({"arms": [{"name": "rag", "max_new_tokens": 4}]})
-    run = evaluate(pipeline.config, suite, InProcessBackend(pipeline), tmp_path / "out", items=items, progress=False)
+    run = evaluate(
+        pipeline.config,
+        suite,
+        InProcessBackend(pipeline),
+        tmp_path / "out",
+        items=items,
+        settings=RunSettings(progress=False),
+    )
     doc = json.loads(run.json_path.read_text())
     assert set(doc["summary"]) == {"rag", "constant-evalset", "extractive"}
     assert {(t["a"], t["b"]) for t in doc["comparisons"] if t["metric"] == "f1"} >= {("constant-evalset", "rag")}

@@ -96,13 +96,15 @@ def run_demo(config: Config, retrain: bool = False, limit: int | None = None, co
     updates = load_items(sample_path("eval_update.jsonl"))
     updates = evenly_spaced(updates, max(4, limit // 4)) if limit and limit < len(updates) * 4 else updates
     before = [
-        r for arm in ARMS for r in run_arm(pipeline, as_of_before(updates), arm, config, ADAPTER, desc=f"before {arm}")
+        r
+        for arm in ARMS
+        for r in run_arm(pipeline, as_of_before(updates), arm, config, adapter=ADAPTER, desc=f"before {arm}")
     ]
     t0 = time.perf_counter()
     upd = pipeline.index.upsert(load_documents([sample_path("docs", "v2")]))
     update_s = time.perf_counter() - t0
     console.print(f"update: {upd.summary()} in {update_s:.1f} s")
-    after = [r for arm in ARMS for r in run_arm(pipeline, updates, arm, config, ADAPTER, desc=f"after {arm}")]
+    after = [r for arm in ARMS for r in run_arm(pipeline, updates, arm, config, adapter=ADAPTER, desc=f"after {arm}")]
     fresh = freshness_table(before, after)
     console.print(_freshness_rich(f"freshness: {len(updates)} questions whose answer changed", fresh))
 

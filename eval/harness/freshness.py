@@ -10,6 +10,7 @@ than the stale one and at least half carry the new fact.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from ragtune.core.errors import DataError
 from ragtune.eval.harness.arms import ArmSpec
 from ragtune.eval.harness.backends import InProcessBackend
 from ragtune.eval.harness.data import EvalItem
-from ragtune.eval.harness.runner import Journal, Record, Scoring, run_arms
+from ragtune.eval.harness.runner import Journal, Record, RunSettings, Scoring, run_arms
 
 
 def as_of_before(items: Sequence[EvalItem]) -> list[EvalItem]:
@@ -81,29 +82,14 @@ def run_freshness(
     changed = [it for it in items if it.stale_answers]
     if not changed:
         raise DataError("freshness needs items with stale_answers (what was true before the update)")
-    before = run_arms(  # pinned to the journal's snapshot when resuming, else the current one
-        backend,
-        as_of_before(changed),
-        arms,
-        config,
-        Journal(out_dir / "freshness-before.jsonl"),
-        scoring,
-        None,
-        latency_samples=0,
-        progress=progress,
+    # pinned to the journal's snapshot when resuming, else the current one
+    run = RunSettings(scoring=scoring, latency_samples=0, progress=progress)
+    before = run_arms(
+        backend, as_of_before(changed), arms, config, replace(run, journal=Journal(out_dir / "freshness-before.jsonl"))
     )
     upd = apply_update(backend, update)
-    after = run_arms(
-        backend,
-        changed,
-        arms,
-        config,
-        Journal(out_dir / "freshness-after.jsonl"),
-        scoring,
-        upd["snapshot"],
-        latency_samples=0,
-        progress=progress,
-    )
+    after_run = replace(run, journal=Journal(out_dir / "freshness-after.jsonl"), snapshot=upd["snapshot"])
+    after = run_arms(backend, changed, arms, config, after_run)
     table = freshness_table(before, after)
     snap0 = next((r.snapshot for r in before if r.snapshot), None)
     return {"snapshot_before": snap0, "update": upd, "arms": table, "before": before, "after": after}

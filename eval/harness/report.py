@@ -109,13 +109,14 @@ def build_report(
     meta: dict[str, Any],
     title: str = "ragtune eval",
     arms: Sequence[dict[str, Any]] | None = None,
-    resamples: int = 2000,
-    alpha: float = 0.05,
     freshness: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The report.json document: statistics on the first record of each (arm, question)."""
+    """The report.json document: statistics on the first record of each (arm, question); the seed,
+    alpha and bootstrap resamples come from the manifest, so the report states what it used."""
     stat_records = _dedupe(records)
     seed = int(meta.get("seed", 0) or 0)
+    resamples = int(meta.get("bootstrap_resamples", 2000))
+    alpha = float(meta.get("alpha", 0.05))
     arms = arms or [{"name": a, "mode": s.get("mode") or a} for a, s in summary.items()]
     return {
         "schema_version": SCHEMA_VERSION,
@@ -226,13 +227,11 @@ def write_report(
     title: str = "ragtune eval",
     sections: dict[str, str] | None = None,
     arms: Sequence[dict[str, Any]] | None = None,
-    resamples: int = 2000,
-    alpha: float = 0.05,
     freshness: dict[str, Any] | None = None,
 ) -> tuple[Path, Path]:
     """Write report.json, report.md and report.html; returns the json and markdown paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    doc = build_report(summary, records, meta, title, arms, resamples, alpha, freshness)
+    doc = build_report(summary, records, meta, title, arms, freshness)
     json_path = out_dir / "report.json"
     json_path.write_text(json.dumps(doc, indent=2))
     md = render_markdown(doc, sections)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -179,24 +180,42 @@ class Journal:
             fh.flush()
 
 
+@dataclass
+class RunSettings:
+    """How a run goes, not what it measures: scoring and pinning, journaling, progress, when to stop.
+
+    `block`: run every arm on `block` questions before the next ones, so a run stopped early still
+    holds paired records of all arms. `deadline` (a `time.monotonic()` value): start no new block
+    after it (the first block always runs); a later call with the journal finishes the run.
+    """
+
+    scoring: Scoring | None = None
+    snapshot: str | None = None
+    journal: Journal | None = None
+    latency_samples: int = 4
+    progress: bool = True
+    block: int | None = None
+    deadline: float | None = None
+    fresh: bool = False
+
+
 def run_arm(
     pipeline: Pipeline | Backend,
     items: Sequence[EvalItem],
     arm: str | ArmSpec,
     config: Config,
+    settings: RunSettings | None = None,
+    *,
     adapter: str | None = None,
-    latency_samples: int = 4,
-    progress: bool = True,
     desc: str | None = None,
-    scoring: Scoring | None = None,
-    snapshot: str | None = None,
-    journal: Journal | None = None,
     done: set[tuple[str, str]] | None = None,
 ) -> list[Record]:
     """Answer and score `items` with one arm; skip (arm, id) pairs in `done`, journal the rest."""
+    run = settings or RunSettings()
     backend: Backend = InProcessBackend(pipeline) if isinstance(pipeline, Pipeline) else pipeline
     spec = to_arm(arm, adapter)
-    scoring = scoring or Scoring.from_config(config)
+    scoring = run.scoring or Scoring.from_config(config)
+    snapshot, journal, latency_samples, progress = run.snapshot, run.journal, run.latency_samples, run.progress
     todo = [it for it in items if (spec.name, it.id) not in (done or set())]
     first_single = max(0, latency_samples - (len(items) - len(todo)))
     single, batched = todo[:first_single], todo[first_single:]
@@ -242,22 +261,12 @@ def run_arms(
     items: Sequence[EvalItem],
     arms: Sequence[ArmSpec],
     config: Config,
-    journal: Journal | None = None,
-    scoring: Scoring | None = None,
-    snapshot: str | None = None,
-    latency_samples: int = 4,
-    progress: bool = True,
-    *,
-    block: int | None = None,
-    deadline: float | None = None,
+    settings: RunSettings | None = None,
 ) -> list[Record]:
-    """All arms on the same items; with a journal, resumes and returns old plus new records.
-
-    `block`: run every arm on `block` questions before the next ones, so a run stopped early still
-    holds paired records of all arms. `deadline` (a `time.monotonic()` value): start no new block
-    after it (the first block always runs); the records so far are returned, and a later call
-    with the journal finishes the run.
-    """
+    """All arms on the same items; with a journal, resumes and returns old plus new records (see
+    `RunSettings` for blocks and the deadline)."""
+    run = settings or RunSettings()
+    journal, snapshot, block, deadline = run.journal, run.snapshot, run.block, run.deadline
     ids = {it.id for it in items}
     old = [r for r in journal.read() if r.id in ids] if journal is not None else []
     done = {(r.arm, r.id) for r in old}
@@ -270,18 +279,8 @@ def run_arms(
             break
         chunk = items[start : start + size]
         for a in arms:
-            out += run_arm(
-                backend,
-                chunk,
-                a,
-                config,
-                latency_samples=latency_samples if start == 0 else 0,
-                progress=progress,
-                scoring=scoring,
-                snapshot=snapshot,
-                journal=journal,
-                done=done,
-            )
+            now = replace(run, snapshot=snapshot, latency_samples=run.latency_samples if start == 0 else 0)
+            out += run_arm(backend, chunk, a, config, now, done=done)
             if snapshot is None:
                 snapshot = next((r.snapshot for r in out if r.snapshot), None)
     order = {(a.name, it.id): n for n, (a, it) in enumerate((a, it) for a in arms for it in items)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,15 @@ from ragtune.eval.harness.labels import label_markdown, label_report
 from ragtune.eval.harness.loaders import load_eval_set, seeded_sample
 from ragtune.eval.harness.manifest import adapter_hashes, dataset_hash, manifest
 from ragtune.eval.harness.report import write_report
-from ragtune.eval.harness.runner import Journal, Record, Scoring, check_run_key, run_arms, summarize
+from ragtune.eval.harness.runner import (
+    Journal,
+    Record,
+    RunSettings,
+    Scoring,
+    check_run_key,
+    run_arms,
+    summarize,
+)
 
 
 @dataclass
@@ -57,18 +65,18 @@ def evaluate(
     backend: Backend,
     out_dir: Path,
     items: list[EvalItem] | None = None,
-    fresh: bool = False,
-    progress: bool = True,
+    settings: RunSettings | None = None,
     title: str = "ragtune eval",
     extra_meta: dict[str, Any] | None = None,
-    *,
-    block: int | None = None,
-    deadline: float | None = None,
 ) -> EvalRun:
     """Run (or resume) every arm of the suite on the same items and write the reports.
 
-    With `deadline`, the reports cover the questions every arm finished by then (see `run_arms`).
+    `settings` gives progress, fresh, block and deadline; with a deadline, the reports cover the
+    questions every arm finished by then (see `run_arms`). Scoring, pinning, the journal and the
+    latency sample come from the suite and the config.
     """
+    given = settings or RunSettings()
+    fresh, progress = given.fresh, given.progress
     seed = suite.seed if suite.seed is not None else config.generation.seed
     items = items if items is not None else suite_items(suite, seed)
     scoring = Scoring.from_config(
@@ -92,19 +100,10 @@ def evaluate(
         journal.path.unlink(missing_ok=True)
         for name in ("freshness-before.jsonl", "freshness-after.jsonl"):
             (out_dir / name).unlink(missing_ok=True)
-    records = run_arms(
-        backend,
-        items,
-        suite.arms,
-        config,
-        journal,
-        scoring,
-        suite.snapshot,
-        config.eval.latency_samples,
-        progress,
-        block=block,
-        deadline=deadline,
+    run = replace(
+        given, scoring=scoring, snapshot=suite.snapshot, journal=journal, latency_samples=config.eval.latency_samples
     )
+    records = run_arms(backend, items, suite.arms, config, run)
     planned = len(items)
     finished = _finished_by_all(records, [a.name for a in suite.arms])
     if len(finished) < planned:
@@ -147,8 +146,6 @@ def evaluate(
         title=title,
         sections=sections,
         arms=[a.model_dump(mode="json") for a in suite.arms],
-        resamples=config.eval.bootstrap_resamples,
-        alpha=config.eval.alpha,
         freshness=fresh_doc,
     )
     return EvalRun(json_path, md_path, records, summary)

@@ -24,7 +24,7 @@ from ragtune.eval.harness.baselines import baseline_arms, majority_answer
 from ragtune.eval.harness.data import EvalItem, evenly_spaced
 from ragtune.eval.harness.labels import label_report
 from ragtune.eval.harness.report import manifest
-from ragtune.eval.harness.runner import Record, Scoring, run_arms
+from ragtune.eval.harness.runner import Record, RunSettings, Scoring, run_arms
 from ragtune.eval.verdict.answers import collect, disagreements
 from ragtune.eval.verdict.compare import arm_figures, comparisons, main_arms
 from ragtune.eval.verdict.inputs import VerdictData
@@ -199,7 +199,7 @@ def _run_curve(
                 for i, name in enumerate(adapters[f])
                 for m in CURVE_ARMS
             ]
-            rs = run_arms(pipeline, curve_items, arms, config, scoring=scoring, snapshot=snapshot)
+            rs = run_arms(pipeline, curve_items, arms, config, RunSettings(scoring=scoring, snapshot=snapshot))
         curve += curve_points(rs, f, len(subsets[f]))
     return curve
 
@@ -269,7 +269,7 @@ def run_verdict(config: Config, data: VerdictData, out: Path, console: Console |
 
     console.rule("3. evaluate every arm (and the trivial baselines) on the same questions and snapshot")
     items = evenly_spaced(data.items, vc.eval_limit)
-    records = run_arms(pipeline, items, arms, config, scoring=scoring, snapshot=snapshot)
+    records = run_arms(pipeline, items, arms, config, RunSettings(scoring=scoring, snapshot=snapshot))
 
     console.rule("4. learning curve")
     curve = _run_curve(pipeline, config, items, records, subsets, adapters, scoring, snapshot)

@@ -18,7 +18,7 @@ from ragtune.core.config import Config
 from ragtune.core.types import ContextBlock, Document
 from ragtune.eval.harness.arms import ArmSpec
 from ragtune.eval.harness.data import EvalItem
-from ragtune.eval.harness.runner import Record, Scoring, run_arms
+from ragtune.eval.harness.runner import Record, RunSettings, Scoring, run_arms
 from ragtune.eval.verdict.recommend import UpdateCost
 from ragtune.retrieval.index import Index
 from ragtune.serving.pipeline import Pipeline
@@ -107,7 +107,9 @@ def absorb_update(
             f"ft absorbed the change by continuing its adapter for {config.verdict.retune_epochs:g} epochs on "
             f"{len(examples)} examples built from the changed sentences of the new documents"
         )
-    records = run_arms(pipeline, list(changed), after_arms, config, scoring=scoring, snapshot=index.snapshot)
+    records = run_arms(
+        pipeline, list(changed), after_arms, config, RunSettings(scoring=scoring, snapshot=index.snapshot)
+    )
 
     def cost(a: ArmSpec) -> tuple[str, float | None]:
         if a.retrieves:
