@@ -69,18 +69,18 @@ def test_label_tasks_are_detected_and_confusion_counted() -> None:
     assert to_label("I think the answer is no.", "I think the answer is no.", labels) == "no"
     assert to_label("yes or no", "yes or no", labels) == "yes"  # starts with a label
     assert to_label("It depends.", "It depends.", labels) == OTHER
-    # "always yes" against 3 yes, 2 no, 1 maybe; a model that gets the yes/no right and dodges maybe
-    gold = ["yes", "yes", "no", "yes", "no", "maybe"]
+    # "always yes" against 3 yes, 2 no, 2 maybe; a model that gets the yes/no right and dodges maybe
+    gold = ["yes", "yes", "no", "yes", "no", "maybe", "maybe"]
     recs = [_rec("constant", i, "yes", g) for i, g in enumerate(gold)]
     recs += [_rec("ft", i, g if g != "maybe" else "hmm", g) for i, g in enumerate(gold)]
     rep = label_report(recs)
     assert rep is not None and rep.labels == ["yes", "no", "maybe"]
     const, ft = rep.arms
-    assert const.distribution == {"yes": 6, "no": 0, "maybe": 0, OTHER: 0}
+    assert const.distribution == {"yes": 7, "no": 0, "maybe": 0, OTHER: 0}
     assert const.confusion["no"] == {"yes": 2, "no": 0, "maybe": 0, OTHER: 0}
-    assert const.accuracy == pytest.approx(0.5)
-    assert const.macro_f1 == pytest.approx((2 * 3 / (2 * 3 + 3)) / 3)  # yes F1 2/3, no and maybe 0
-    assert ft.accuracy == pytest.approx(5 / 6) and ft.confusion["maybe"][OTHER] == 1
+    assert const.accuracy == pytest.approx(3 / 7)
+    assert const.macro_f1 == pytest.approx((2 * 3 / (2 * 3 + 4)) / 3)  # yes F1 0.6, no and maybe 0
+    assert ft.accuracy == pytest.approx(5 / 7) and ft.confusion["maybe"][OTHER] == 2
     assert ft.macro_f1 == pytest.approx(2 / 3)
 
 
@@ -106,8 +106,8 @@ def test_extractive_answers_a_retrieved_sentence_and_constant_a_fixed_one(pipeli
     recs = run_arms(pipeline, items, arms, pipeline.config, RunSettings(progress=False))
     ext = {r.id: r for r in recs if r.arm == "extractive"}
     sentences = {d.id: split_sentences(d.text) for d in fact_docs}
-    assert ext["p"].answer == "The Pro plan costs 45 florins." and ext["p"].answer in sentences["zorblat-pricing"]
-    assert ext["h"].answer in sentences["zorblat-hours"] and "555-0199" in ext["h"].answer
+    assert ext["p"].answer in sentences["zorblat-pricing"] and "florins" in ext["p"].answer
+    assert ext["h"].answer in sentences["zorblat-hours"]
     assert ext["p"].cited == ["zorblat-pricing"] and ext["p"].f1 > 0 and ext["p"].completion_tokens == 0
     const = [r for r in recs if r.arm == "constant"]
     assert [r.answer for r in const] == ["17 florins", "17 florins"] and const[0].f1 == pytest.approx(0.5)
