@@ -8,9 +8,7 @@ from pathlib import Path
 from ragtune.retrieval.index import Index
 from ragtune.retrieval.protocol import IndexProtocol
 
-MEMBERS = sorted(
-    name for name in dir(IndexProtocol) if not name.startswith("_") or name in ("__enter__", "__exit__")
-)
+MEMBERS = sorted(name for name in dir(IndexProtocol) if not name.startswith("_") or name in ("__enter__", "__exit__"))
 
 
 def _params(fn: object) -> list[tuple[str, object, object]]:
