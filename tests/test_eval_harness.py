@@ -84,9 +84,11 @@ def test_arms_variants_statistics_reports_and_resume(pipeline_factory, tmp_path:
     cfg = p.config.model_copy(update={"eval": p.config.eval.model_copy(update={"latency_samples": 1})})
     out = tmp_path / "run"
     run = evaluate(cfg, suite, Counting(p), out, items=ITEMS, settings=RunSettings(progress=False))
-    assert Counting.calls == 9  # three generating arms x three questions; retrieval-only generates nothing
+    assert Counting.calls == 9  # three generating arms x three questions; retrieval-only and baselines generate nothing
     by = {(r.arm, r.id): r for r in run.records}
-    assert len(by) == 12 and len(run.records) == 12
+    # every eval adds the two baselines as arms: the eval set's majority (no training data) and extractive
+    assert {a for a, _ in by} == {"base", "rag", "rag-k1", "rag-ret", "constant-evalset", "extractive"}
+    assert len(by) == 18 and len(run.records) == 18
     snap = p.index.snapshot
     for it in ITEMS:
         rag, k1, ret = by[("rag", it.id)], by[("rag-k1", it.id)], by[("rag-ret", it.id)]
@@ -94,6 +96,8 @@ def test_arms_variants_statistics_reports_and_resume(pipeline_factory, tmp_path:
         assert len(k1.cited) == 1 and k1.scores["citation"] == 1.0 and rag.snapshot == snap
         assert 0.0 <= rag.scores["grounding"] <= 1.0 and ret.answer == "" and "f1" not in ret.scores
         assert ret.scores["recall@3"] == 1.0 and "hit@1" not in by[("base", it.id)].scores
+        ext = by[("extractive", it.id)]
+        assert ext.answer and ext.completion_tokens == 0 and ext.cited == it.doc_ids[:1]
     doc = json.loads(run.json_path.read_text())
     jsonschema.validate(doc, REPORT_SCHEMA)
     assert doc["manifest"]["snapshot"] == snap and doc["manifest"]["dataset_hash"]
@@ -148,12 +152,15 @@ def test_killed_eval_resumes_where_it_stopped(tmp_path: Path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    before = Journal(journal).read()
+    before = [r for r in Journal(journal).read() if r.arm == "base"]
     assert 2 <= len(before) < 8, "the run should have been killed mid-way"
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    after = Journal(journal).read()
+    records = Journal(journal).read()
+    after = [r for r in records if r.arm == "base"]
     assert sorted(r.id for r in after) == [f"q{i}" for i in range(8)]  # each question exactly once
+    # the constant baseline (no index here, so no extractive one) answers each question once too
+    assert sorted(r.id for r in records if r.arm == "constant-evalset") == [f"q{i}" for i in range(8)]
     assert [r.model_dump() for r in after[: len(before)]] == [r.model_dump() for r in before]
     assert json.loads((out / "report.json").read_text())["summary"]["base"]["n"] == 8
 
