@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from ragtune.core.errors import ConfigError
 
@@ -52,6 +52,12 @@ SEARCH_MODES: tuple[str, ...] = ("dense", "lexical", "hybrid")
 
 
 class RetrievalConfig(_Section):
+    backend: Literal["embedded", "postgres"] = Field(
+        "embedded", description="embedded: SQLite + FAISS in the workspace; postgres: PostgreSQL + pgvector at `dsn`"
+    )
+    dsn: SecretStr | None = Field(
+        None, description="PostgreSQL connection string for the postgres backend (RAGTUNE_RETRIEVAL__DSN)"
+    )
     chunk_tokens: int = Field(200, ge=16, le=512, description="chunk size in embedder tokens")
     chunk_overlap: int = Field(32, ge=0, le=256)
     chunking: Literal["recursive", "markdown", "fixed"] = Field(
@@ -77,6 +83,12 @@ class RetrievalConfig(_Section):
         0.05, ge=0, description="rewrite the FAISS file once this share of the index changed since the last one"
     )
     lock_timeout: float = Field(30.0, ge=0, description="seconds a writer waits for another writer's lock")
+
+    @model_validator(mode="after")
+    def _backend_has_a_dsn(self) -> RetrievalConfig:
+        if self.backend == "postgres" and not (self.dsn and self.dsn.get_secret_value().strip()):
+            raise ValueError("retrieval.backend postgres needs retrieval.dsn (or RAGTUNE_RETRIEVAL__DSN)")
+        return self
 
 
 class PromptConfig(_Section):

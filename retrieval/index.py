@@ -30,6 +30,7 @@ from ragtune.core.types import Chunk, Document, Hit
 from ragtune.retrieval.chunker import Chunker
 from ragtune.retrieval.protocol import IndexLockedError, IngestReport, SnapshotNotFoundError
 from ragtune.retrieval.ranking import Ranking, exact_top_k, mmr, rrf_fuse
+from ragtune.retrieval.rows import RowStore
 from ragtune.retrieval.store import Store
 from ragtune.retrieval.vector_cache import FaissCache
 
@@ -107,12 +108,13 @@ class Index:
         self.config = config or RetrievalConfig()
         self.embedder_ref = embedder
         self.path.mkdir(parents=True, exist_ok=True)
-        self.store = Store(self.path / "store.sqlite")
+        store = Store(self.path / "store.sqlite")
+        self.store: RowStore = store
         self._lock = threading.RLock()
         self._writer = filelock.FileLock(str(self.path / "writer.lock"))
         self._model: Any = None
         self._chunker: Chunker | None = None
-        self.cache = FaissCache(self.path, self.store, self.config, lambda: self.dim)
+        self.cache = FaissCache(self.path, store, self.config, lambda: self.dim)
         with self._lock, self.store.reading():
             self.cache.load(self.store.seq())
         if self.cache.should_checkpoint():
@@ -120,8 +122,18 @@ class Index:
 
     @classmethod
     def from_config(cls, config: Config) -> Index:
-        """The workspace's index: `index_dir`, the `retrieval` section and the configured embedder."""
-        return cls(config.index_dir, config.retrieval, config.models.embedder)
+        """The configured index: the workspace's `index_dir` (embedded) or the database at `retrieval.dsn`
+        (postgres), with the `retrieval` section and the configured embedder."""
+        r = config.retrieval
+        if r.backend == "postgres" and r.dsn is not None:
+            from ragtune.retrieval.pg_index import PgIndex
+
+            return PgIndex(r.dsn.get_secret_value(), r, config.models.embedder)
+        return cls(config.index_dir, r, config.models.embedder)
+
+    @property
+    def backend(self) -> str:
+        return "embedded"
 
     # models (lazy: opening an index to list snapshots should not load a model) ------------------
     @property
@@ -227,7 +239,7 @@ class Index:
         upserts: Sequence[Document],
         deletes: Sequence[str],
         progress: bool = True,
-        on_commit: Callable[[Store], None] | None = None,
+        on_commit: Callable[[RowStore], None] | None = None,
     ) -> IngestReport:
         """A batch of upserts and deletes as one atomic commit; `on_commit` adds writes to the same transaction."""
         seen: set[str] = set()
@@ -246,7 +258,7 @@ class Index:
         docs: list[Document],
         delete_ids: list[str],
         progress: bool,
-        on_commit: Callable[[Store], None] | None,
+        on_commit: Callable[[RowStore], None] | None,
     ) -> IngestReport:
         """Plan, embed, then write rows and snapshot in one transaction, then let the FAISS cache follow."""
         plan = self._plan(docs, delete_ids)
@@ -308,7 +320,7 @@ class Index:
         )
         return _Batch(rows, hashes, vecs, dim, reused=len(rows) - len(fresh))
 
-    def _write(self, plan: _Plan, batch: _Batch, on_commit: Callable[[Store], None] | None) -> _Written:
+    def _write(self, plan: _Plan, batch: _Batch, on_commit: Callable[[RowStore], None] | None) -> _Written:
         """The commit's one transaction: retire replaced chunks, write the new rows, record the snapshot."""
         with self._transaction():
             prev = self.store.seq()

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ragtune.core.errors import DataError
 from ragtune.core.types import Chunk, Document
+from ragtune.retrieval.filters import parse_filters
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -70,53 +70,38 @@ _STOP = (
     "where which while who why will with would"
 )
 STOPWORDS = frozenset(_STOP.split())
-_KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
-_OPS = {"$eq": "=", "$ne": "=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<=", "$in": "IN", "$nin": "IN"}
-_COLUMN_KEYS = {"doc_id": "c.doc_id", "title": "c.title", "updated_at": "c.updated_at"}
+_COLUMNS = {"doc_id": "c.doc_id", "title": "c.title", "updated_at": "c.updated_at"}
 
 
 def fts_query(text: str) -> str:
     """A user's words as an FTS5 query: every term quoted (no FTS5 syntax gets through), OR-ed."""
+    return " OR ".join(f'"{t}"' for t in query_terms(text))
+
+
+def query_terms(text: str) -> list[str]:
+    """A user's words for lexical search: lower-cased, de-duplicated, stopwords dropped."""
     terms: list[str] = []
     for word in re.findall(r"\w+", text.lower()):
         if word not in STOPWORDS and word not in terms:
             terms.append(word)
-    return " OR ".join(f'"{t}"' for t in terms)
+    return terms
 
 
 def filter_sql(filters: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
-    """Turn `{key: value | [values] | {"$op": value}}` into a SQL condition on chunk `c`.
-
-    `doc_id`, `title` and `updated_at` are columns; any other key is looked up in the metadata, where
-    a list value (e.g. tags) matches when any element matches.
-    """
-    if not filters:
-        return "", {}
+    """`retrieval.filters` conditions as one SQLite condition on chunk `c` (values as named parameters)."""
     parts: list[str] = []
     params: dict[str, Any] = {}
-    for n, (key, cond) in enumerate(filters.items()):
-        if not isinstance(key, str) or not _KEY.match(key):
-            raise DataError(f"filter key {key!r}: use letters, digits, '_' or '-'")
-        conds = cond if isinstance(cond, dict) else {"$in": cond} if isinstance(cond, list) else {"$eq": cond}
-        for m, (op, value) in enumerate(conds.items()):
-            if op not in _OPS:
-                raise DataError(f"filter on '{key}': unknown operator {op!r} (use {', '.join(_OPS)})")
-            values = value if op in ("$in", "$nin") else [value]
-            if not isinstance(values, list) or not values:
-                raise DataError(f"filter on '{key}': {op} needs a non-empty list")
-            for v in values:
-                if not isinstance(v, str | int | float | bool) or v is None:
-                    raise DataError(f"filter on '{key}': values must be strings, numbers or booleans, got {v!r}")
-            names = [f"f{n}_{m}_{i}" for i in range(len(values))]
-            params.update(zip(names, values, strict=True))
-            rhs = "(" + ", ".join(f":{x}" for x in names) + ")" if _OPS[op] == "IN" else f":{names[0]}"
-            if key in _COLUMN_KEYS:
-                test = f"{_COLUMN_KEYS[key]} {_OPS[op]} {rhs}"
-            else:
-                params[f"p{n}"] = f'$."{key}"'
-                test = f"EXISTS (SELECT 1 FROM json_each(c.metadata, :p{n}) AS j WHERE j.value {_OPS[op]} {rhs})"
-            parts.append(f"NOT ({test})" if op in ("$ne", "$nin") else test)
-    return " AND " + " AND ".join(parts), params
+    for n, cond in enumerate(parse_filters(filters)):
+        names = [f"f{n}_{i}" for i in range(len(cond.values))]
+        params.update(zip(names, cond.values, strict=True))
+        rhs = "(" + ", ".join(f":{x}" for x in names) + ")" if cond.sql_op == "IN" else f":{names[0]}"
+        if cond.is_column:
+            test = f"{_COLUMNS[cond.key]} {cond.sql_op} {rhs}"
+        else:
+            params[f"p{n}"] = f'$."{cond.key}"'
+            test = f"EXISTS (SELECT 1 FROM json_each(c.metadata, :p{n}) AS j WHERE j.value {cond.sql_op} {rhs})"
+        parts.append(f"NOT ({test})" if cond.negated else test)
+    return ("", {}) if not parts else (" AND " + " AND ".join(parts), params)
 
 
 class Store:
@@ -305,6 +290,20 @@ class Store:
 
     def all_vectors(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
         return self.live_vectors(dim)
+
+    def live_rows(self) -> list[tuple[Chunk, np.ndarray, str]]:
+        """Every live chunk with its stored vector and text hash, by id (what a copy to another backend needs)."""
+        rows = self.conn.execute(
+            f"SELECT {CHUNK_COLUMNS}, c.vector, c.text_hash FROM chunks c WHERE c.removed_seq IS NULL ORDER BY c.id"
+        ).fetchall()
+        return [
+            (
+                Chunk(id=cid, doc_id=doc_id, position=pos, text=text, title=title, metadata=json.loads(meta)),
+                np.frombuffer(blob, dtype=np.float32),
+                th or "",
+            )
+            for cid, doc_id, pos, text, title, meta, blob, th in rows
+        ]
 
     def live_ids(self, seq: int, filters: dict[str, Any] | None = None) -> np.ndarray:
         where, params = filter_sql(filters)

@@ -14,7 +14,7 @@ from ragtune.core.errors import DataError
 from ragtune.core.types import Document
 from ragtune.retrieval.index import Index, IngestReport
 from ragtune.retrieval.loaders import load_file, supported_files
-from ragtune.retrieval.store import Store
+from ragtune.retrieval.rows import RowStore
 
 
 def _file_hash(path: Path) -> str:
@@ -57,7 +57,7 @@ def sync_folder(index: Index, folder: Path, progress: bool = True) -> IngestRepo
     )
     deletes = [i for i in deletes if i not in kept and i in stored]
 
-    def write_manifest(store: Store) -> None:
+    def write_manifest(store: RowStore) -> None:
         store.set_manifest(root, entries, gone)
 
     done = index.apply(upserts, deletes, progress=progress, on_commit=write_manifest)

@@ -157,3 +157,75 @@ def live_server():
             thread.join(timeout=30)
 
     return run
+
+
+# --- index backends: every retrieval test that takes `open_index` runs on both --------------------
+
+
+@pytest.fixture(scope="session")
+def pg_uri(tmp_path_factory: pytest.TempPathFactory):
+    """A real PostgreSQL server with pgvector (the `pgserver` wheel), started once per session."""
+    try:
+        import pgserver
+    except ImportError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("pgserver is not installed (make install adds it)")
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("run")))
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()
+
+
+def new_database(uri: str) -> str:
+    """A fresh, empty database on the session's server; returns its DSN."""
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return uri.replace("/postgres?", f"/{name}?")
+
+
+class IndexOpener:
+    """`open_index(path, config)`: the parametrised backend's index; the same path opens the same index."""
+
+    def __init__(self, backend: str, uri: str | None) -> None:
+        self.backend, self.uri = backend, uri
+        self.dsns: dict[Path, str] = {}
+
+    def target(self, path: Path) -> str:
+        """What names this index to another process: the folder, or the database's DSN."""
+        if self.backend == "embedded":
+            return str(path)
+        if path not in self.dsns:
+            assert self.uri is not None
+            self.dsns[path] = new_database(self.uri)
+        return self.dsns[path]
+
+    def __call__(self, path: Path, config=None):
+        from ragtune.retrieval.index import Index
+        from ragtune.retrieval.pg_index import PgIndex
+
+        if self.backend == "embedded":
+            return Index(path, config)
+        return PgIndex(self.target(path), config)
+
+    def workspace_env(self, path: Path) -> dict[str, str]:
+        """Environment that points `ragtune` commands at this index."""
+        return (
+            {}
+            if self.backend == "embedded"
+            else {
+                "RAGTUNE_RETRIEVAL__BACKEND": "postgres",
+                "RAGTUNE_RETRIEVAL__DSN": self.target(path),
+            }
+        )
+
+
+@pytest.fixture(params=["embedded", "postgres"])
+def open_index(request: pytest.FixtureRequest) -> IndexOpener:
+    uri = request.getfixturevalue("pg_uri") if request.param == "postgres" else None
+    return IndexOpener(request.param, uri)

@@ -1,4 +1,7 @@
-"""Crash safety, the FAISS cache rebuilt or caught up from SQLite, one writer, readers never blocked."""
+"""Crash safety, the FAISS cache rebuilt or caught up from SQLite, one writer, readers never blocked.
+
+The crash, writer and reader tests run on both backends (`open_index`); the FAISS ones on the embedded one.
+"""
 
 import os
 import random
@@ -23,12 +26,13 @@ CHILD = textwrap.dedent(
     import sys
     from ragtune.core.types import Document
     from ragtune.retrieval.index import Index
+    from ragtune.retrieval.pg_index import PgIndex
 
     def batch(b):
         return [Document(id=f"d{b}-{i}", text=f"Record {b}-{i}: widget w{b}x{i} weighs {b * 1000 + i} grams.")
                 for i in range({batch})]
 
-    ix = Index(sys.argv[1])
+    ix = PgIndex(sys.argv[1]) if sys.argv[1].startswith("postgresql") else Index(sys.argv[1])
     for b in range(1000):
         deletes = [f"d{b - 1}-{i}" for i in range(0, {batch}, 2)] if b else []
         report = ix.apply(batch(b), deletes, progress=False)
@@ -42,12 +46,14 @@ def _expected_ids(n_commits: int) -> set[str]:
     return ids - {f"d{b}-{i}" for b in range(n_commits - 1) for i in range(0, BATCH, 2)}
 
 
-def test_sigkill_mid_ingest_leaves_the_last_commit(tmp_path: Path):
+def test_sigkill_mid_ingest_leaves_the_last_commit(tmp_path: Path, open_index):
     path = tmp_path / "ix"
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    child = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE, text=True, env=env)
+    child = subprocess.Popen(
+        [sys.executable, str(script), open_index.target(path)], stdout=subprocess.PIPE, text=True, env=env
+    )
     assert child.stdout is not None
     printed = [child.stdout.readline().strip() for _ in range(3)]
     time.sleep(random.uniform(0.05, 0.6))  # somewhere inside the next, larger commit
@@ -56,7 +62,7 @@ def test_sigkill_mid_ingest_leaves_the_last_commit(tmp_path: Path):
     printed += [line.strip() for line in child.stdout.read().splitlines()]  # commits finished before the kill
     assert all(printed) and len(printed) >= 3, printed
 
-    ix = Index(path)  # no manual step
+    ix = open_index(path)  # no manual step
     seq = ix.store.seq()
     # the commit under way at the kill either finished just before it (its line unprinted) or left no trace
     assert seq in (len(printed), len(printed) + 1), (seq, len(printed))
@@ -64,8 +70,9 @@ def test_sigkill_mid_ingest_leaves_the_last_commit(tmp_path: Path):
     assert set(ix.document_ids()) == _expected_ids(seq)
     n_chunks = ix.store.counts()[1]
     assert n_chunks == len(_expected_ids(seq)) == ix.vector_count
-    fts = ix.store.conn.execute("SELECT COUNT(*) FROM chunks_fts").fetchone()[0]
-    assert fts == ix.store.conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+    if open_index.backend == "embedded":
+        fts = ix.store.conn.execute("SELECT COUNT(*) FROM chunks_fts").fetchone()[0]
+        assert fts == ix.store.conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
     assert ix.search("widget w2x7", k=1, mode="lexical")[0].chunk.doc_id == "d2-7"
     assert ix.search("Record 2-7: widget w2x7 weighs 2007 grams.", k=1)[0].chunk.doc_id == "d2-7"
     assert [s["seq"] for s in ix.snapshots()][-1] == seq
@@ -98,28 +105,50 @@ def test_faiss_file_lost_or_behind_is_rebuilt_from_sqlite(tmp_path: Path, fact_d
     assert lost.search("lamp colour teal", k=1)[0].chunk.doc_id == "zorblat-colours"
 
 
-def test_second_writer_waits_or_gets_a_clear_error(tmp_path: Path, fact_docs):
+class _OtherWriter:
+    """Another process's writer lock: the embedded index's file lock, or PostgreSQL's advisory lock
+    held on a connection of its own."""
+
+    def __init__(self, open_index, path: Path) -> None:
+        self.embedded = open_index.backend == "embedded"
+        if self.embedded:
+            self.lock = filelock.FileLock(str(path / "writer.lock"), thread_local=False)
+            self.lock.acquire()
+        else:
+            import psycopg
+
+            from ragtune.retrieval.pg_index import WRITER_LOCK
+
+            self.conn = psycopg.connect(open_index.target(path), autocommit=True)
+            self.conn.execute("SELECT pg_advisory_lock(%s)", (WRITER_LOCK,))
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.lock.release() if self.embedded else self.conn.close()
+
+
+def test_second_writer_waits_or_gets_a_clear_error(tmp_path: Path, fact_docs, open_index):
     path = tmp_path / "ix"
-    Index(path).upsert(fact_docs[:2], progress=False)
-    other = filelock.FileLock(str(path / "writer.lock"), thread_local=False)  # another process's writer
-    other.acquire()
+    open_index(path).upsert(fact_docs[:2], progress=False)
+    other = _OtherWriter(open_index, path)
     try:
         with pytest.raises(IndexLockedError, match="being written by another process"):
-            Index(path, RetrievalConfig(lock_timeout=0.2)).upsert(fact_docs[2:], progress=False)
+            open_index(path, RetrievalConfig(lock_timeout=0.2)).upsert(fact_docs[2:], progress=False)
         timer = threading.Timer(0.5, other.release)
         timer.start()
-        report = Index(path, RetrievalConfig(lock_timeout=10)).upsert(fact_docs[2:], progress=False)
+        report = open_index(path, RetrievalConfig(lock_timeout=10)).upsert(fact_docs[2:], progress=False)
         assert len(report.added) == 2
     finally:
-        if other.is_locked:
-            other.release()
+        other.release()
 
 
-def test_readers_never_blocked_and_never_see_half_a_commit(tmp_path: Path, fact_docs):
+def test_readers_never_blocked_and_never_see_half_a_commit(tmp_path: Path, fact_docs, open_index):
     path = tmp_path / "ix"
-    writer = Index(path)
+    writer = open_index(path)
     writer.upsert(fact_docs, progress=False)
-    reader = Index(path)
+    reader = open_index(path)
     # a writer in the middle of a transaction: the reader goes on, on the last commit
     writer.store.begin()
     writer.store.remove_documents(["zorblat-hours"], 99)

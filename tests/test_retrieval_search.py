@@ -1,4 +1,5 @@
-"""Search modes, filters, snapshot pinning and the document lifecycle on a handful of tiny documents."""
+"""Search modes, filters, snapshot pinning and the document lifecycle on a handful of tiny documents,
+on both index backends (`open_index`: embedded SQLite + FAISS, PostgreSQL + pgvector)."""
 
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import pytest
 from ragtune.core.config import RetrievalConfig
 from ragtune.core.errors import DataError, NotFoundError
 from ragtune.core.types import Document
-from ragtune.retrieval.index import Index, SnapshotNotFoundError
+from ragtune.retrieval.index import SnapshotNotFoundError
 from ragtune.retrieval.store import filter_sql, fts_query
 
 
@@ -19,8 +20,8 @@ def _tagged(fact_docs: list[Document]) -> list[Document]:
     ]
 
 
-def test_three_modes_find_the_fact(tmp_path: Path, fact_docs):
-    ix = Index(tmp_path / "ix")
+def test_three_modes_find_the_fact(tmp_path: Path, fact_docs, open_index):
+    ix = open_index(tmp_path / "ix")
     ix.upsert(fact_docs, progress=False)
     for mode in ("dense", "lexical", "hybrid"):
         hits = ix.search("hotline phone number for support", k=2, mode=mode)
@@ -31,12 +32,12 @@ def test_three_modes_find_the_fact(tmp_path: Path, fact_docs):
     assert ix.search("the of and", k=3, mode="lexical") == []
     with pytest.raises(DataError, match="unknown search mode 'fuzzy'"):
         ix.search("x", mode="fuzzy")
-    ix_cfg = Index(tmp_path / "ix", RetrievalConfig(search_mode="lexical"))
+    ix_cfg = open_index(tmp_path / "ix", RetrievalConfig(search_mode="lexical"))
     assert ix_cfg.search("mauve ochre", k=1)[0].chunk.doc_id == "zorblat-colours"
 
 
-def test_hybrid_is_reciprocal_rank_fusion(tmp_path: Path, fact_docs):
-    ix = Index(tmp_path / "ix", RetrievalConfig(rrf_k=60))
+def test_hybrid_is_reciprocal_rank_fusion(tmp_path: Path, fact_docs, open_index):
+    ix = open_index(tmp_path / "ix", RetrievalConfig(rrf_k=60))
     ix.upsert(fact_docs, progress=False)
     q = "battery charging minutes"
     dense = {h.chunk.id: h.rank for h in ix.search(q, k=4, mode="dense")}
@@ -48,8 +49,8 @@ def test_hybrid_is_reciprocal_rank_fusion(tmp_path: Path, fact_docs):
     assert [h.score for h in hybrid] == sorted((h.score for h in hybrid), reverse=True)
 
 
-def test_metadata_filters(tmp_path: Path, fact_docs):
-    ix = Index(tmp_path / "ix")
+def test_metadata_filters(tmp_path: Path, fact_docs, open_index):
+    ix = open_index(tmp_path / "ix")
     ix.upsert(_tagged(fact_docs), progress=False)
     q = "how long does the battery last"
     for mode in ("dense", "lexical", "hybrid"):
@@ -70,8 +71,8 @@ def test_metadata_filters(tmp_path: Path, fact_docs):
         ix.search(q, filters={"rev": {"$regex": "x"}})
 
 
-def test_lifecycle_ids_never_reused_and_vectors_reused(tmp_path: Path, fact_docs):
-    ix = Index(tmp_path / "ix")
+def test_lifecycle_ids_never_reused_and_vectors_reused(tmp_path: Path, fact_docs, open_index):
+    ix = open_index(tmp_path / "ix")
     ix.upsert(fact_docs, progress=False)
     max_before = max(ix.store.chunk_ids_of([d.id for d in fact_docs]))
     ix.delete(["zorblat-battery"])
@@ -94,8 +95,8 @@ def test_lifecycle_ids_never_reused_and_vectors_reused(tmp_path: Path, fact_docs
         ix.apply([edited], ["zorblat-pricing"])
 
 
-def test_snapshot_pinning_and_retention(tmp_path: Path, fact_docs):
-    ix = Index(tmp_path / "ix", RetrievalConfig(keep_snapshots=3))
+def test_snapshot_pinning_and_retention(tmp_path: Path, fact_docs, open_index):
+    ix = open_index(tmp_path / "ix", RetrievalConfig(keep_snapshots=3))
     first = ix.upsert(fact_docs, progress=False).snapshot
     edited = fact_docs[1].model_copy(update={"text": "Zorblat support now answers on Fridays only."})
     second = ix.upsert([edited], progress=False).snapshot
@@ -110,7 +111,7 @@ def test_snapshot_pinning_and_retention(tmp_path: Path, fact_docs):
     assert ix.search("mauve ochre slate", k=1, mode="lexical", snapshot=second)[0].chunk.doc_id == "zorblat-colours"
     assert ix.search("mauve ochre slate", k=3, mode="lexical") == []
     # pinned + filtered, and a reopened index sees the same history
-    ix2 = Index(tmp_path / "ix", RetrievalConfig(keep_snapshots=3))
+    ix2 = open_index(tmp_path / "ix", RetrievalConfig(keep_snapshots=3))
     pinned = ix2.search(q, k=4, snapshot=first, filters={"doc_id": "zorblat-hours"})
     assert len(pinned) == 1 and "Wednesdays" in pinned[0].chunk.text
     # only the last 3 snapshots stay queryable, and their retired chunks are gone from SQLite
@@ -124,10 +125,10 @@ def test_snapshot_pinning_and_retention(tmp_path: Path, fact_docs):
     assert ix2.store.counts()[1] == ix2.vector_count == 3
 
 
-def test_chunking_strategies_keep_titles(tmp_path: Path):
+def test_chunking_strategies_keep_titles(tmp_path: Path, open_index):
     md = "# Guide\n\nIntro text.\n\n## Setup\n\nPlug the lamp in.\n\n## Care\n\nWipe with a dry cloth."
     doc = Document(id="guide", title="Lamp Guide", text=md)
-    ix = Index(tmp_path / "md", RetrievalConfig(chunking="markdown"))
+    ix = open_index(tmp_path / "md", RetrievalConfig(chunking="markdown"))
     ix.upsert([doc], progress=False)
     chunks = list(ix.store.chunks(ix.store.chunk_ids_of(["guide"])).values())
     assert {c.metadata["section"] for c in chunks} == {"Guide", "Guide > Setup", "Guide > Care"}
@@ -135,7 +136,7 @@ def test_chunking_strategies_keep_titles(tmp_path: Path):
     assert ix.search("cleaning with a cloth", k=1)[0].chunk.metadata["section"] == "Guide > Care"
 
     long = Document(id="long", title="Long", text=" ".join(f"word{i}" for i in range(300)))
-    fx = Index(tmp_path / "fx", RetrievalConfig(chunking="fixed", chunk_tokens=64, chunk_overlap=16))
+    fx = open_index(tmp_path / "fx", RetrievalConfig(chunking="fixed", chunk_tokens=64, chunk_overlap=16))
     fx.upsert([long], progress=False)
     parts = [c.text for c in sorted(fx.store.chunks(fx.store.chunk_ids_of(["long"])).values(), key=lambda c: c.id)]
     tok = fx.model.tokenizer

@@ -8,7 +8,6 @@ from typer.testing import CliRunner
 
 from ragtune.cli import app
 from ragtune.core.errors import DataError
-from ragtune.retrieval.index import Index
 from ragtune.retrieval.loaders import load_documents, load_paths
 from ragtune.retrieval.sync import sync_folder
 
@@ -85,13 +84,13 @@ def test_each_loader_and_its_bad_file(tmp_path: Path):
         load_paths([tmp_path / "x.bin"])
 
 
-def test_sync_mirrors_a_folder(tmp_path: Path):
+def test_sync_mirrors_a_folder(tmp_path: Path, open_index):
     d = tmp_path / "docs"
     (d / "sub").mkdir(parents=True)
     (d / "a.md").write_text("# Alpha\n\nThe alpha lamp is red.")
     (d / "b.md").write_text("# Beta\n\nThe beta lamp is blue.")
     (d / "sub" / "c.txt").write_text("The gamma lamp is green.")
-    ix = Index(tmp_path / "ix")
+    ix = open_index(tmp_path / "ix")
     first = sync_folder(ix, d, progress=False)
     assert sorted(first.added) == ["a", "b", "sub/c"] and not first.errors
     again = sync_folder(ix, d, progress=False)
