@@ -22,9 +22,9 @@ app.add_typer(adapters_app, name="adapters")
 
 
 def _index(cfg: Config) -> Any:
-    from ragtune.retrieval.index import Index
+    from ragtune.retrieval.index import Index, index_exists
 
-    if not (cfg.index_dir / "store.sqlite").exists():
+    if not index_exists(cfg):
         raise DataError(f"no index in {cfg.workspace}: run `ragtune ingest PATH` first")
     return Index.from_config(cfg)
 

@@ -42,6 +42,12 @@ def content_hash(doc: Document) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def index_exists(config: Config) -> bool:
+    """Whether the configured index has been created: the workspace's store file, or (postgres) always,
+    since the database is created and migrated on first open."""
+    return config.retrieval.backend == "postgres" or (config.index_dir / "store.sqlite").exists()
+
+
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 

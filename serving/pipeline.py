@@ -32,7 +32,7 @@ from ragtune.core.threads import release_openmp_team
 from ragtune.core.types import Answer, Citation, ContextBlock, Hit, Timings, Usage
 from ragtune.retrieval.compress import compress_hits
 from ragtune.retrieval.drift import warn_if_drifted
-from ragtune.retrieval.index import Index
+from ragtune.retrieval.index import Index, index_exists
 from ragtune.serving.contracts import Prepared
 
 T = TypeVar("T")
@@ -51,7 +51,7 @@ class Pipeline:
         model, tok = load_generator_model(config.models.generator, config.models.cache_dir)
         gen = Generator(model, tok, config.generation)
         index = None
-        if with_index and (config.index_dir / "store.sqlite").exists():
+        if with_index and index_exists(config):
             index = Index.from_config(config)
         return cls(config, gen, index)
 

@@ -189,6 +189,12 @@ def new_database(uri: str) -> str:
     return uri.replace("/postgres?", f"/{name}?")
 
 
+@pytest.fixture()
+def pg_dsn(pg_uri: str) -> str:
+    """A fresh database for one test."""
+    return new_database(pg_uri)
+
+
 class IndexOpener:
     """`open_index(path, config)`: the parametrised backend's index; the same path opens the same index."""
 
