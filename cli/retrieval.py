@@ -158,3 +158,38 @@ def snapshots(
         console.print(f"{s['id']}  {when} UTC  {s['documents']} documents  {s['chunks']} chunks{mark}")
     if not snaps:
         console.print("no snapshots yet (run `ragtune ingest`)")
+
+
+@index_app.command("migrate")
+def migrate(
+    to: Annotated[str, typer.Option("--to", help="Backend to copy into: postgres or embedded.")],
+    dsn: Annotated[
+        str | None,
+        typer.Option("--dsn", help="PostgreSQL connection string [default: retrieval.dsn / RAGTUNE_RETRIEVAL__DSN]."),
+    ] = None,
+    workspace: Workspace = None,
+    config: ConfigFile = None,
+) -> None:
+    """Copy the index to the other backend, vectors included (nothing is embedded again).
+
+    `--to postgres` copies the workspace's embedded index into the (empty) database at `--dsn`;
+    `--to embedded` copies the PostgreSQL index into the workspace, e.g. for a local copy.
+    """
+    from ragtune.retrieval.index import Index
+    from ragtune.retrieval.pg_index import PgIndex
+
+    cfg = load_cli_config(workspace, config)
+    url = dsn or (cfg.retrieval.dsn.get_secret_value() if cfg.retrieval.dsn else None)
+    if to not in ("postgres", "embedded"):
+        raise RagtuneError(f"--to {to!r}: choose postgres or embedded")
+    if not url:
+        raise RagtuneError("give --dsn (or set retrieval.dsn / RAGTUNE_RETRIEVAL__DSN)")
+    embedded = Index(cfg.index_dir, cfg.retrieval, cfg.models.embedder)
+    remote = PgIndex(url, cfg.retrieval, cfg.models.embedder)
+    source, target = (embedded, remote) if to == "postgres" else (remote, embedded)
+    snapshot = target.copy_from(source)
+    stats = target.stats()
+    console.print(
+        f"copied {stats['documents']} documents, {stats['chunks']} chunks to {to} (snapshot {snapshot})",
+        highlight=False,
+    )

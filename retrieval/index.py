@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import filelock
 import numpy as np
+from tqdm.auto import tqdm
 
 from ragtune.core.config import SEARCH_MODES, Config, RetrievalConfig
 from ragtune.core.errors import DataError, NotFoundError
@@ -374,6 +375,34 @@ class Index:
         self.cache.apply(written.old_ids, written.new_ids, vecs, written.seq)
         if self.cache.should_checkpoint():
             self.checkpoint()
+
+    def copy_from(self, source: Index, progress: bool = True) -> str:
+        """Copy another index's current snapshot into this empty one (documents, chunks, stored
+        vectors; nothing is embedded again), as one commit that keeps the source's snapshot id."""
+        with source._lock, source.store.reading():
+            seq, snapshot, rows = source.store.seq(), source.snapshot, source.store.live_rows()
+            ids = source.document_ids()
+            docs = [(source.store.get_document(i), source.store.document(i)) for i in ids]
+            next_id = source.store.next_chunk_id()
+        if snapshot is None:
+            raise DataError(f"index {source.path} has no snapshot to copy")
+        with self._writing(), self._lock:
+            if self.store.seq() != 0 or self.document_ids():
+                raise DataError(f"the target index {self.path} is not empty: copy into a new one")
+            with self._transaction():
+                for doc, info in tqdm(docs, desc="documents", disable=not progress):
+                    if doc is not None and info is not None:
+                        self.store.put_document(
+                            doc.id, doc.title, info["content_hash"], doc.metadata, info["updated_at"], doc.text
+                        )
+                self.store.put_chunks(rows, seq, time.time())
+                dim = len(rows[0][1]) if rows else self.dim
+                for key, value in (("dim", dim), ("next_chunk_id", next_id), ("seq", seq), ("snapshot", snapshot)):
+                    self.store.set_meta(key, str(value))
+                self.store.add_snapshot(snapshot, seq, len(ids), len(rows))
+            self.cache.catch_up(seq)
+            self.checkpoint()
+        return snapshot
 
     # reads --------------------------------------------------------------------------------------
     def search(
