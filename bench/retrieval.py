@@ -12,8 +12,11 @@ busy machine):
 - A synthetic index of 100,000 chunks: the time to replace one document and make it durable,
   excluding its embedding, next to LangChain's FAISS vector store doing delete + add + save_local.
 - Resident memory of a process that opens the 100k-chunk index, per 100k chunks.
+- With `--backend postgres`: the same SciFact quality and ingest rows, and the 100k-chunk update and
+  query latency rows, on the PostgreSQL + pgvector backend (a real server from the `pgserver` wheel,
+  started and stopped here), next to the embedded figures of the same run.
 
-Run: `.venv/bin/python bench/retrieval.py [--quick]`; progress goes to stderr, the JSON to stdout.
+Run: `.venv/bin/python bench/retrieval.py [--quick] [--backend postgres]`; progress goes to stderr, the JSON to stdout.
 """
 
 from __future__ import annotations
@@ -266,6 +269,117 @@ def durable_updates(work: Path, n: int, rounds: int, lc_rounds: int, model: Any)
     }
 
 
+# the PostgreSQL backend -------------------------------------------------------------------------
+def build_synthetic_pg(dsn: str, n: int, vecs: np.ndarray, texts: list[str]) -> None:
+    """The synthetic index written straight into PostgreSQL, the HNSW index built once after the rows."""
+    from ragtune.retrieval.pg_store import PgStore
+
+    store = PgStore(dsn)
+    conn = store.conn
+    now = time.time()
+    with conn.transaction():
+        with conn.cursor().copy(
+            "COPY rt_documents(id, title, content_hash, metadata, updated_at, text) FROM STDIN"
+        ) as cp:
+            for i in range(n):
+                cp.write_row((f"syn-{i}", "", f"h{i}", "{}", now, texts[i]))
+        cols = "id, doc_id, position, text, title, metadata, embedding, added_seq, text_hash, updated_at"
+        with conn.cursor().copy(f"COPY rt_chunks({cols}) FROM STDIN") as cp:
+            for i in range(n):
+                vec = "[" + ",".join(f"{x:.7g}" for x in vecs[i]) + "]"
+                cp.write_row((i + 1, f"syn-{i}", 0, texts[i], "", "{}", vec, 1, f"t{i}", now))
+        conn.execute("SET LOCAL maintenance_work_mem = '1GB'")
+        store._ensure_dim(DIM)
+        for key, value in (("next_chunk_id", n + 1), ("seq", 1), ("snapshot", "s00001-00000000")):
+            store.set_meta(key, str(value))
+        store.add_snapshot("s00001-00000000", 1, n, n)
+    store.close()
+
+
+def pg_updates_and_queries(dsn: str, n: int, rounds: int, model: Any) -> dict[str, Any]:
+    """One-document durable updates and top-10 query latency per mode on a PostgreSQL index of n chunks."""
+    from ragtune.retrieval.pg_index import PgIndex
+
+    rng, prng = np.random.default_rng(1), random.Random(1)
+    vecs = synthetic_vectors(n, rng)
+    texts = [synthetic_text(prng) for _ in range(n)]
+    t0 = time.perf_counter()
+    build_synthetic_pg(dsn, n, vecs, texts)
+    build_s = time.perf_counter() - t0
+    log(f"postgres synthetic index of {n} chunks ready in {build_s:.1f} s")
+    ix = PgIndex(dsn)
+    ix._model = model
+    new_vecs = synthetic_vectors(rounds + 1, rng)
+    ms = []
+    for r in range(rounds + 1):
+        doc = Document(id=f"syn-{prng.randrange(n)}", text=synthetic_text(prng))
+        ix.embed = lambda _texts, progress=False, _v=new_vecs[r : r + 1]: _v  # type: ignore[method-assign]
+        t0 = time.perf_counter()
+        ix.upsert([doc], progress=False)
+        if r:
+            ms.append((time.perf_counter() - t0) * 1000)
+    queries = synthetic_vectors(rounds * 2, rng)
+    lat: dict[str, Any] = {}
+    for mode in MODES:
+        times = []
+        for i, qv in enumerate(queries):
+            ix.embed = lambda _texts, progress=False, _v=qv[None, :]: _v  # type: ignore[method-assign]
+            t0 = time.perf_counter()
+            ix.search(" ".join(texts[i].split()[:4]), 10, mode=mode)
+            times.append((time.perf_counter() - t0) * 1000)
+        lat[mode] = {
+            "p50_ms": round(pct(times[1:], 50), 2),
+            "p95_ms": round(pct(times[1:], 95), 2),
+            "queries": len(times) - 1,
+        }
+    assert ix.store.counts() == (n, n)
+    ix.close()
+    return {
+        "chunks": n,
+        "build_s": round(build_s, 1),
+        "update_ms_p50": round(pct(ms, 50), 2),
+        "update_ms_max": round(max(ms), 2),
+        "rounds": rounds,
+        "query_top10": lat,
+    }
+
+
+def postgres_rows(
+    args: argparse.Namespace,
+    docs: list[Document],
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    work: Path,
+    model: Any,
+) -> dict[str, Any]:
+    """SciFact, ingest, updates and latency on the postgres backend, against a server started here."""
+    import pgserver
+    import psycopg
+
+    from ragtune.retrieval.pg_index import PgIndex
+
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(work))
+    server = pgserver.get_server(work / "pgdata", cleanup_mode="stop")
+    try:
+        uri = server.get_uri()
+        with psycopg.connect(uri, autocommit=True) as conn:
+            for db in ("bench_scifact", "bench_synthetic"):
+                conn.execute(f"CREATE DATABASE {db}")
+        pg = PgIndex(uri.replace("/postgres?", "/bench_scifact?"), RetrievalConfig(hybrid_candidates=200))
+        pg._model = model
+        rng = random.Random(args.seed)
+        throughput = ingest(pg, docs, 250 if args.quick else 1000, 1.0 if args.quick else args.baseline_share, rng)
+        scifact = quality(pg, queries, qrels)
+        lat = latency(pg, [queries[q] for q in list(qrels)[: 30 if args.quick else 100]])
+        pg.close()
+        n = 20_000 if args.quick else 100_000
+        big = pg_updates_and_queries(uri.replace("/postgres?", "/bench_synthetic?"), n, 10 if args.quick else 30, model)
+        log(f"postgres: {scifact} {throughput} {big}")
+        return {"scifact": scifact, "ingest": throughput, "latency_top10": lat, "synthetic": big}
+    finally:
+        server.cleanup()
+
+
 RSS_PROBE = """
 import json, sys, psutil
 from ragtune.retrieval.index import Index
@@ -294,6 +408,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="10%% of SciFact, 20k synthetic chunks; under 2 minutes")
     ap.add_argument("--baseline-share", type=float, default=0.25, help="share of each batch encoded bare")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--backend",
+        choices=("embedded", "postgres"),
+        default="embedded",
+        help="postgres: also measure the PostgreSQL + pgvector backend, next to the embedded figures",
+    )
     args = ap.parse_args()
     started = time.perf_counter()
     load_start = os.getloadavg()[0]  # the machine is shared: latencies are only comparable at similar load
@@ -314,6 +434,7 @@ def main() -> None:
         log(f"updates {updates}")
         rss = rss_per_100k(work / "synthetic")
         log(f"memory {rss}")
+        pg = postgres_rows(args, docs, queries, qrels, work, ix.model) if args.backend == "postgres" else None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     lex, dense, hyb = (scifact[m]["ndcg@10"] for m in MODES)
@@ -324,8 +445,18 @@ def main() -> None:
         ("update_one_doc_durable_ms_p50", updates["ragtune_update_ms_p50"], 50.0, "<="),
         ("update_speedup_vs_langchain_faiss", updates["speedup"], 10.0, ">="),
     ]
+    if pg is not None:
+        pg_lex, pg_dense, pg_hyb = (pg["scifact"][m]["ndcg@10"] for m in MODES)
+        targets += [
+            ("postgres_dense_ndcg@10_minus_embedded_dense", round(pg_dense - dense, 4), -0.01, ">="),
+            ("postgres_hybrid_ndcg@10", pg_hyb, 0.69, ">="),
+            ("postgres_update_one_doc_durable_ms_p50", pg["synthetic"]["update_ms_p50"], 50.0, "<="),
+            ("postgres_ingest_throughput_ratio_vs_bare_encode", pg["ingest"]["throughput_ratio"], 0.8, ">="),
+        ]
     result = {
         "bench": "retrieval",
+        "backend": args.backend,
+        "postgres": pg,
         "quick": args.quick,
         "scifact": scifact,
         "ingest": throughput,

@@ -45,6 +45,26 @@ class ModelsConfig(_Section):
     generator: str = Field("bundled:smollm2-135m-instruct", description="bundled:NAME, a local folder or a hub id")
     embedder: str = Field("bundled:all-minilm-l6-v2", description="bundled:NAME, a local folder or a hub id")
     cache_dir: Path | None = Field(None, description="where converted models live; default ~/.cache/ragtune")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="where the generator runs; auto picks cuda when present, else mps, else cpu"
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="generator weights; auto: float32 on cpu, bfloat16 on cuda that supports it, else float16"
+    )
+    generator_backend: Literal["transformers", "openai"] = Field(
+        "transformers", description="transformers: in process; openai: any OpenAI-compatible server at base_url"
+    )
+    base_url: str | None = Field(None, description="the OpenAI-compatible server, e.g. http://127.0.0.1:8001/v1")
+    api_key_env: str | None = Field(None, description="environment variable holding the server's API key")
+    served_model: str | None = Field(
+        None, description="the base model's name on the server; None: the generator reference"
+    )
+
+    @model_validator(mode="after")
+    def _openai_has_a_url(self) -> ModelsConfig:
+        if self.generator_backend == "openai" and not (self.base_url and self.base_url.strip()):
+            raise ValueError("models.generator_backend openai needs models.base_url")
+        return self
 
 
 SearchMode = Literal["dense", "lexical", "hybrid"]
@@ -138,6 +158,11 @@ class TuningConfig(_Section):
     seed: int = 0
     lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
     weight_decay: float = Field(0.0, ge=0)
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="training precision; bf16/fp16 are mixed precision on a GPU"
+    )
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory, slower")
+    quantize: Literal["none", "4bit"] = Field("none", description="4bit: QLoRA through bitsandbytes (CUDA only)")
     early_stopping_patience: int = Field(2, ge=0, description="epochs without val-loss gain before stopping; 0 = off")
     test_fraction: float = Field(0.0, ge=0, lt=0.9, description="share of groups held out as a test split")
     overlong: Literal["drop", "truncate"] = Field("drop", description="examples over max_length: drop, or cut")

@@ -165,13 +165,13 @@ def live_server():
 @pytest.fixture(scope="session")
 def pg_uri(tmp_path_factory: pytest.TempPathFactory):
     """A real PostgreSQL server with pgvector (the `pgserver` wheel), started once per session."""
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("run")))
     try:
         import pgserver
     except ImportError:
         if os.environ.get("CI"):
             raise
         pytest.skip("pgserver is not installed (make install adds it)")
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("run")))
     server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
     yield server.get_uri()
     server.cleanup()

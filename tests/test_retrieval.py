@@ -9,8 +9,8 @@ from ragtune.retrieval.index import Index
 from ragtune.retrieval.loaders import load_documents
 
 
-def test_search_finds_the_right_document(tmp_path: Path, fact_docs):
-    ix = Index(tmp_path / "ix")
+def test_search_finds_the_right_document(tmp_path: Path, fact_docs, open_index):
+    ix = open_index(tmp_path / "ix")
     report = ix.upsert(fact_docs, progress=False)
     assert sorted(report.added) == sorted(d.id for d in fact_docs)
     assert report.snapshot and ix.snapshot == report.snapshot
@@ -20,8 +20,8 @@ def test_search_finds_the_right_document(tmp_path: Path, fact_docs):
     assert [h.rank for h in hits] == [1, 2]
 
 
-def test_unchanged_is_free_changed_replaces_chunks(tmp_path: Path, fact_docs):
-    ix = Index(tmp_path / "ix")
+def test_unchanged_is_free_changed_replaces_chunks(tmp_path: Path, fact_docs, open_index):
+    ix = open_index(tmp_path / "ix")
     first = ix.upsert(fact_docs, progress=False)
     again = ix.upsert(fact_docs, progress=False)
     assert again.unchanged and not again.changed and again.chunks_written == 0
@@ -37,8 +37,8 @@ def test_unchanged_is_free_changed_replaces_chunks(tmp_path: Path, fact_docs):
     assert "Fridays" in top.chunk.text
 
 
-def test_delete_removes_from_search_and_unknown_id_errors(tmp_path: Path, fact_docs):
-    ix = Index(tmp_path / "ix")
+def test_delete_removes_from_search_and_unknown_id_errors(tmp_path: Path, fact_docs, open_index):
+    ix = open_index(tmp_path / "ix")
     ix.upsert(fact_docs, progress=False)
     ix.delete(["zorblat-battery"])
     assert all(h.chunk.doc_id != "zorblat-battery" for h in ix.search("battery hours", k=4))
@@ -76,9 +76,9 @@ def test_index_stays_usable_after_close(tmp_path: Path, fact_docs):
     assert ix.vector_count == ix.store.counts()[1] == len(Index(tmp_path / "ix").store.live_ids(ix.store.seq()))
 
 
-def test_long_documents_split_within_embedder_window(tmp_path: Path):
+def test_long_documents_split_within_embedder_window(tmp_path: Path, open_index):
     text = " ".join(f"Sentence number {i} talks about the gizmo." for i in range(400))
-    ix = Index(tmp_path / "ix")
+    ix = open_index(tmp_path / "ix")
     ix.upsert([Document(id="long", title="Long", text=text)], progress=False)
     chunks = ix.store.chunks(ix.store.chunk_ids_of(["long"]))
     assert len(chunks) > 5

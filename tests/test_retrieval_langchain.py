@@ -15,8 +15,8 @@ from ragtune.retrieval.index import Index
 from ragtune.retrieval.langchain_retriever import from_langchain, to_langchain
 
 
-def test_retriever_in_an_lcel_chain(tmp_path: Path, fact_docs):
-    ix = Index(tmp_path / "ix")
+def test_retriever_in_an_lcel_chain(tmp_path: Path, fact_docs, open_index):
+    ix = open_index(tmp_path / "ix")
     ix.upsert(fact_docs, progress=False)
     retriever = ix.as_langchain_retriever(k=1, mode="hybrid")
     assert isinstance(retriever, BaseRetriever)
@@ -62,14 +62,14 @@ def test_approximate_index_types_follow_updates(tmp_path: Path, fact_docs, kind:
     assert reopened.vector_count == 3 and "40 hours" in reopened.search("battery life", k=1)[0].chunk.text
 
 
-def test_mmr_trades_duplicates_for_diversity(tmp_path: Path):
+def test_mmr_trades_duplicates_for_diversity(tmp_path: Path, open_index):
     docs = [
         Document(id="b1", text="The Zorblat lamp battery lasts 31 hours."),
         Document(id="b2", text="The Zorblat lamp battery lasts 31 hours on one charge."),
         Document(id="c1", text="Charging the Zorblat lamp takes 90 minutes with the cable."),
     ]
-    plain = Index(tmp_path / "ix")
+    plain = open_index(tmp_path / "ix")
     plain.upsert(docs, progress=False)
     assert {h.chunk.doc_id for h in plain.search("Zorblat lamp battery hours", k=2)} == {"b1", "b2"}
-    diverse = Index(tmp_path / "ix", RetrievalConfig(mmr=True, mmr_lambda=0.3))
+    diverse = open_index(tmp_path / "ix", RetrievalConfig(mmr=True, mmr_lambda=0.3))
     assert "c1" in {h.chunk.doc_id for h in diverse.search("Zorblat lamp battery hours", k=2)}

@@ -1,6 +1,6 @@
-"""`Index` implements `IndexProtocol`: statically (the typed assignment below, checked by mypy) and at runtime,
-member by member with the same parameter names, kinds and defaults, so callers typed against the protocol
-can use it with keywords."""
+"""`Index` and `PgIndex` implement `IndexProtocol`: statically (the typed assignment below, checked by
+mypy) and at runtime, member by member with the same parameter names, kinds and defaults, so callers
+typed against the protocol can use it with keywords."""
 
 import inspect
 from pathlib import Path
@@ -16,15 +16,17 @@ def _params(fn: object) -> list[tuple[str, object, object]]:
     return [(p.name, p.kind, p.default) for p in sig.parameters.values()]
 
 
-def test_index_satisfies_the_protocol(tmp_path: Path):
-    ix: IndexProtocol = Index(tmp_path / "ix")  # mypy: Index must be structurally an IndexProtocol
+def test_index_satisfies_the_protocol(tmp_path: Path, open_index):
+    typed: IndexProtocol = Index(tmp_path / "typed")  # mypy: Index must be structurally an IndexProtocol
+    typed.close()
+    ix = open_index(tmp_path / "ix")  # and at runtime, both backends
     assert isinstance(ix, IndexProtocol)
     for name in ("upsert", "delete", "apply", "search", "search_many", "snapshot", "snapshots", "stats", "close"):
         assert name in MEMBERS
     for name in MEMBERS:
         wanted = inspect.getattr_static(IndexProtocol, name)
-        have = inspect.getattr_static(Index, name, None)
-        assert have is not None, f"Index lacks {name}"
+        have = inspect.getattr_static(type(ix), name, None)
+        assert have is not None, f"{type(ix).__name__} lacks {name}"
         if isinstance(wanted, property):
             assert isinstance(have, property), name
         else:

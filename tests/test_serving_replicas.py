@@ -81,7 +81,9 @@ def test_two_replicas_share_one_postgres_index(pg_dsn: str, tmp_path: Path, fact
             folder = tmp_path / "docs"
             folder.mkdir()
             for i in range(40):
-                (folder / f"note{i}.txt").write_text(f"Zorblat service note {i}: filter {i} is replaced every {i + 2} weeks.")
+                (folder / f"note{i}.txt").write_text(
+                    f"Zorblat service note {i}: filter {i} is replaced every {i + 2} weeks."
+                )
             sync = subprocess.Popen(
                 [sys.executable, "-m", "ragtune.cli", "sync", str(folder), "--workspace", str(tmp_path / "ws-sync")],
                 env=env,
