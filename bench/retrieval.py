@@ -362,8 +362,9 @@ def postgres_rows(
     server = pgserver.get_server(work / "pgdata", cleanup_mode="stop")
     try:
         uri = server.get_uri()
+        sizes = (10_000, 20_000) if args.quick else (10_000, 100_000)  # how the cost grows with the corpus
         with psycopg.connect(uri, autocommit=True) as conn:
-            for db in ("bench_scifact", "bench_synthetic"):
+            for db in ("bench_scifact", *(f"bench_synthetic_{n}" for n in sizes)):
                 conn.execute(f"CREATE DATABASE {db}")
         pg = PgIndex(uri.replace("/postgres?", "/bench_scifact?"), RetrievalConfig(hybrid_candidates=200))
         pg._model = model
@@ -372,10 +373,19 @@ def postgres_rows(
         scifact = quality(pg, queries, qrels)
         lat = latency(pg, [queries[q] for q in list(qrels)[: 30 if args.quick else 100]])
         pg.close()
-        n = 20_000 if args.quick else 100_000
-        big = pg_updates_and_queries(uri.replace("/postgres?", "/bench_synthetic?"), n, 10 if args.quick else 30, model)
-        log(f"postgres: {scifact} {throughput} {big}")
-        return {"scifact": scifact, "ingest": throughput, "latency_top10": lat, "synthetic": big}
+        rounds = 10 if args.quick else 30
+        grows = {
+            str(n): pg_updates_and_queries(uri.replace("/postgres?", f"/bench_synthetic_{n}?"), n, rounds, model)
+            for n in sizes
+        }
+        log(f"postgres: {scifact} {throughput} {grows}")
+        return {
+            "scifact": scifact,
+            "ingest": throughput,
+            "latency_top10": lat,
+            "synthetic": grows[str(sizes[-1])],
+            "synthetic_by_size": grows,
+        }
     finally:
         server.cleanup()
 
