@@ -218,3 +218,23 @@ def test_eval_mixes_an_in_process_arm_and_a_remote_arm_in_one_paired_report(engi
     arms = {a["name"]: a for a in report["arms"]}
     assert arms["remote-rag"]["generator"]["backend"] == "openai" and arms["hybrid"]["generator"] is None
     print("eval:", {a: round(run.summary[a]["f1"], 3) for a in by_arm}, "pairs:", sorted(pairs))
+
+
+def test_verdict_suite_adds_arms_with_their_own_generator(tmp_path, config):
+    from ragtune.core.errors import DataError
+    from ragtune.eval.verdict.inputs import load_suite
+    from ragtune.eval.verdict.run import extra_arms, setup_arms
+
+    suite_file = tmp_path / "verdict.yaml"
+    suite_file.write_text(
+        "data: qa.jsonl\ntrain: train.jsonl\ndocs: [docs/]\narms:\n"
+        "  remote-rag: {mode: rag, generator: {base_url: 'http://gpu-box:8000/v1', served_model: big}}\n"
+        "  remote-hybrid: {mode: hybrid, generator: {base_url: 'http://gpu-box:8000/v1'}}\n"
+    )
+    suite = load_suite(suite_file)
+    setups = setup_arms(config, [], ["verdict-ft-100"], raft=False)
+    extra = extra_arms(setups, suite.arms, "verdict-ft-100")
+    assert [(a.name, a.adapter) for a in extra] == [("remote-rag", None), ("remote-hybrid", "verdict-ft-100")]
+    assert extra[0].generator is not None and extra[0].generator.models(config.models).served_model == "big"
+    with pytest.raises(DataError, match="hybrid"):
+        extra_arms(setups, [extra[1].model_copy(update={"name": "hybrid"})], "verdict-ft-100")
