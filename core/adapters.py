@@ -52,6 +52,22 @@ def check_adapter_dir(path: Path) -> None:
         raise DataError(f"{path}/adapter_config.json is not valid JSON: {exc}") from None
 
 
+def write_base_reference(folder: Path, base_model: str) -> None:
+    """Put the generator reference the user gave (a bundled model's hub id) in the adapter's
+    `base_model_name_or_path`, where PEFT writes the local path it loaded from: a folder that names a
+    cache path on this machine does not load in vLLM (`--lora-modules name=FOLDER`) or elsewhere."""
+    from ragtune.core.models import portable_reference
+
+    cfg_path = folder / "adapter_config.json"
+    if not cfg_path.is_file():
+        return  # a full fine-tune: a plain model folder, no adapter config
+    cfg = json.loads(cfg_path.read_text())
+    cfg["base_model_name_or_path"] = portable_reference(base_model)
+    tmp = cfg_path.with_name(cfg_path.name + ".tmp")
+    tmp.write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    tmp.replace(cfg_path)
+
+
 def read_card(path: Path) -> AdapterCard:
     card = path / CARD_NAME
     if not card.is_file():

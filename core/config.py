@@ -202,6 +202,12 @@ class ServingConfig(_Section):
     )
     rate_limit_per_minute: int | None = Field(None, ge=1, description="requests per key (or client) per minute")
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes for `ragtune serve`")
+    engine_api: bool = Field(
+        False,
+        description="/v1/chat/completions also answers the base model's name and adapter names with the "
+        "client's messages as given (no retrieval, no house prompt), as vLLM does: another ragtune can use "
+        "this server as its openai generator backend",
+    )
 
 
 class EvalConfig(_Section):

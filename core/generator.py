@@ -25,6 +25,7 @@ from ragtune.core.errors import NotFoundError
 from ragtune.core.models import peft_wrapping
 from ragtune.core.options import Sampling
 from ragtune.core.prefill import PrefillCopies
+from ragtune.core.prompt import Messages
 from ragtune.core.threads import release_openmp_team
 
 # The bf16 prefill is a forward pass of its own before `generate` takes over, so the last prompt
@@ -51,6 +52,8 @@ class RowRequest:
 
     `on_token(token_id)` sees each new token as it is decoded; `cancelled()` is polled every step,
     so a client that went away or ran out of time stops its row without stopping the others.
+    A chat backend (`core/remote_generator.py`) sends `messages` (the prompt builder's, which
+    `prompt` renders) and reports text pieces to `on_text` instead of token ids.
     """
 
     prompt: str
@@ -58,6 +61,8 @@ class RowRequest:
     ignore_eos: bool = False
     on_token: Callable[[int], None] | None = None
     cancelled: Callable[[], bool] | None = None
+    messages: Messages | None = None
+    on_text: Callable[[str], None] | None = None
     tokens: list[int] = field(default_factory=list)
     finished_at: float | None = None
     stopped_early: bool = False
@@ -148,6 +153,10 @@ class TextPieces:
 
 
 class Generator:
+    """The in-process backend (`models.generator_backend: transformers`) of `TextGenerator`."""
+
+    backend = "transformers"
+
     def __init__(self, model: Any, tokenizer: Any, config: GenerationConfig | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -158,6 +167,10 @@ class Generator:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    @property
+    def ready(self) -> bool:
+        return self.model is not None
 
     # adapters -----------------------------------------------------------------------------------
     def load_adapter(self, name: str, path: Path) -> None:
@@ -262,6 +275,7 @@ class Generator:
         max_new_tokens: int | None = None,
         sampling: Sampling | None = None,
         prefill_dtype: str | None = None,
+        messages: Sequence[Messages] | None = None,  # chat backends send these; this one decodes `prompts`
     ) -> list[Generation]:
         """Complete each prompt; one batched decode per `batch_size` prompts."""
         limit = max_new_tokens or self.config.max_new_tokens
@@ -334,6 +348,7 @@ class Generator:
         max_new_tokens: int | None = None,
         sampling: Sampling | None = None,
         prefill_dtype: str | None = None,
+        messages: Messages | None = None,  # chat backends send these; this one decodes `prompt`
     ) -> Iterator[str | Generation]:
         """Yield text pieces as they are decoded, then the Generation (the same as `generate`'s); the
         model runs in a worker thread. Closing the iterator early stops the decode."""

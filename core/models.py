@@ -136,3 +136,17 @@ def load_embedder(ref: str) -> Any:
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(resolve_embedder(ref), device="cpu")
+
+
+# The hub id each bundled generator was converted from: what another engine (vLLM, llama.cpp) loads
+# for `bundled:NAME`, so adapter folders and the served model name mean the same model there.
+BUNDLED_HUB_IDS = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
+
+def portable_reference(ref: str) -> str:
+    """The generator reference as another machine or engine understands it: a bundled model's hub id,
+    otherwise the reference as the user gave it (a hub id, or a folder path as written)."""
+    if ref.startswith("bundled:"):
+        name = ref.split(":", 1)[1]
+        return BUNDLED_HUB_IDS.get(name, ref)
+    return ref

@@ -16,6 +16,7 @@ from fastapi import Request
 
 from ragtune.core.generator import Generation
 from ragtune.core.options import AnswerOptions
+from ragtune.core.prompt import Messages
 from ragtune.core.types import Answer
 from ragtune.serving.contracts import AnswerPipeline, Prepared
 from ragtune.serving.errors import ApiError, ClientGone, deadline_exceeded
@@ -43,9 +44,16 @@ class Running:
 
 
 async def start(
-    request: Request, question: str, options: AnswerOptions, ignore_eos: bool = False, stream: bool = False
+    request: Request,
+    question: str,
+    options: AnswerOptions,
+    ignore_eos: bool = False,
+    stream: bool = False,
+    messages: Messages | None = None,
 ) -> Running:
-    """Check, retrieve and queue one question; 4xx/503 errors surface here, before any streaming."""
+    """Check, retrieve and queue one question; 4xx/503 errors surface here, before any streaming.
+
+    With `messages` (`serving.engine_api`), those are completed as given instead of `question`."""
     t0 = time.perf_counter()
     pipeline: AnswerPipeline = request.app.state.pipeline
     scheduler: Scheduler = request.app.state.scheduler
@@ -55,7 +63,10 @@ async def start(
     if max_new_tokens is not None and max_new_tokens > cap:
         raise ApiError(422, "limit_exceeded", f"max_new_tokens: at most {cap} (serving.max_new_tokens_cap)")
     # on the model thread: retrieval embeds the question with torch
-    prep = await scheduler.run(pipeline.prepare, question, options)
+    if messages is not None:
+        prep = await scheduler.run(pipeline.prepare_chat, messages, options)
+    else:
+        prep = await scheduler.run(pipeline.prepare, question, options)
     events: asyncio.Queue[Event] = asyncio.Queue()
     timeout = cfg.serving.request_timeout_s
     job = Job(
@@ -67,6 +78,7 @@ async def start(
         ignore_eos=ignore_eos,
         stream=stream,
         emit=async_emitter(asyncio.get_running_loop(), events),
+        messages=prep.messages,
     )
     scheduler.submit(job)
     return Running(prep, job, events, t0, pipeline, request.app.state.metrics)

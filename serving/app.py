@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ragtune import __version__
-from ragtune.core.errors import NotFoundError, RagtuneError
+from ragtune.core.errors import NotFoundError, RagtuneError, UpstreamError
 from ragtune.serving.contracts import AnswerPipeline
 from ragtune.serving.errors import ApiError, error_response
 from ragtune.serving.limits import BodyLimit
@@ -69,6 +69,11 @@ def create_app(pipeline: AnswerPipeline) -> FastAPI:
     @app.exception_handler(NotFoundError)
     async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
         return reply(404, "not_found", str(exc))
+
+    @app.exception_handler(UpstreamError)
+    async def _upstream(_: Request, exc: UpstreamError) -> JSONResponse:
+        code = "generator_unavailable" if exc.status == 503 else "generator_error"
+        return reply(exc.status, code, str(exc), {"Retry-After": "5"} if exc.status == 503 else None)
 
     @app.exception_handler(RagtuneError)
     async def _bad_request(_: Request, exc: RagtuneError) -> JSONResponse:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from ragtune.core.config import Config
-from ragtune.core.generator import Generation, Generator
+from ragtune.core.config import Config, ModelsConfig
+from ragtune.core.generator import Generation
 from ragtune.core.options import AnswerOptions
+from ragtune.core.prompt import Messages
+from ragtune.core.text_generator import TextGenerator
 from ragtune.core.types import Answer, Citation
 from ragtune.retrieval.index import Index
 
@@ -20,7 +22,8 @@ T = TypeVar("T")
 
 @dataclass
 class Prepared:
-    """A question made ready for the generator: its prompt and what the answer will cite."""
+    """A question made ready for the generator: its prompt (rendered, and the chat messages it was
+    rendered from, which a chat backend sends) and what the answer will cite."""
 
     mode: str
     adapter: str | None
@@ -28,6 +31,7 @@ class Prepared:
     citations: list[Citation]
     snapshot: str | None
     retrieve_ms: float
+    messages: Messages = field(default_factory=list)
 
 
 class AnswerPipeline(Protocol):
@@ -37,7 +41,7 @@ class AnswerPipeline(Protocol):
     def config(self) -> Config: ...
 
     @property
-    def generator(self) -> Generator: ...
+    def generator(self) -> TextGenerator: ...
 
     @property
     def index(self) -> Index | None: ...
@@ -48,6 +52,10 @@ class AnswerPipeline(Protocol):
         ...
 
     def prepare(self, question: str, options: AnswerOptions | None = None, **fields: Any) -> Prepared: ...
+
+    def prepare_chat(self, messages: Messages, options: AnswerOptions) -> Prepared:
+        """A client's own chat messages made ready as they are (`serving.engine_api`): no retrieval."""
+        ...
 
     def prepare_many(
         self, questions: Sequence[str], options: AnswerOptions | None = None, **fields: Any
@@ -66,3 +74,8 @@ class AnswerPipeline(Protocol):
     def write_index(self, change: Callable[[Index], T]) -> T: ...
 
     def load_adapter(self, name: str, path: Path | None = None) -> None: ...
+
+    def with_models(self, models: ModelsConfig) -> AnswerPipeline:
+        """The same pipeline (index, prompt, retrieval, generation settings) answering through the
+        generator `models` describes (an eval arm's own)."""
+        ...

@@ -22,12 +22,12 @@ from ragtune.core.adapters import (
     list_adapters,
     read_card,
 )
-from ragtune.core.config import RETRIEVING, TUNED, Config
+from ragtune.core.config import RETRIEVING, TUNED, Config, ModelsConfig
 from ragtune.core.errors import ConfigError, DataError, NotFoundError
-from ragtune.core.generator import Generation, Generator
-from ragtune.core.models import load_generator_model
+from ragtune.core.generator import Generation
 from ragtune.core.options import AnswerOptions, with_fields
-from ragtune.core.prompt import PromptBuilder
+from ragtune.core.prompt import Messages, PromptBuilder
+from ragtune.core.text_generator import TextGenerator, make_generator
 from ragtune.core.threads import release_openmp_team
 from ragtune.core.types import Answer, Citation, ContextBlock, Hit, Timings, Usage
 from ragtune.retrieval.compress import compress_hits
@@ -39,21 +39,36 @@ T = TypeVar("T")
 
 
 class Pipeline:
-    def __init__(self, config: Config, generator: Generator, index: Index | None = None) -> None:
+    def __init__(self, config: Config, generator: TextGenerator, index: Index | None = None) -> None:
         self.config = config
         self.generator = generator
         self.index = index
         self.builder = PromptBuilder(generator.tokenizer, config.prompt.system_prompt)
         self.index_lock = threading.RLock()  # held by callers that need several index reads to agree
+        self._variants: dict[str, Pipeline] = {}  # `with_models`
 
     @classmethod
     def from_config(cls, config: Config, with_index: bool = True) -> Pipeline:
-        model, tok = load_generator_model(config.models.generator, config.models.cache_dir)
-        gen = Generator(model, tok, config.generation)
+        """The generator `models.generator_backend` names (in process, or a server's client) and the index."""
+        gen = make_generator(config.models, config.generation)
         index = None
         if with_index and index_exists(config):
             index = Index.from_config(config)
         return cls(config, gen, index)
+
+    def with_models(self, models: ModelsConfig) -> Pipeline:
+        """This pipeline answering through the generator `models` describes (an eval arm's own): the
+        same index, prompt, retrieval and generation settings, so only the generator differs. Built
+        once per distinct `models`."""
+        if models == self.config.models:
+            return self
+        key = models.model_dump_json()
+        if key not in self._variants:
+            config = self.config.model_copy(update={"models": models})
+            other = Pipeline(config, make_generator(models, config.generation), self.index)
+            other.index_lock = self.index_lock
+            self._variants[key] = other
+        return self._variants[key]
 
     def warm(self) -> Pipeline:
         """Load the embedder now, so the first rag/hybrid request does not pay for it (a second or more);
@@ -84,7 +99,14 @@ class Pipeline:
         return name
 
     def load_adapter(self, name: str, path: Path | None = None) -> None:
-        """Refuse an adapter made for another base model; warn when a RAFT adapter's index has moved far."""
+        """Refuse an adapter made for another base model; warn when a RAFT adapter's index has moved far.
+
+        With a chat backend the adapter is a model name on the server, whose folder need not be here."""
+        remote = self.generator.backend != "transformers"
+        local = self.config.adapters_dir / name
+        if path is None and remote and not local.is_dir():
+            self.generator.load_adapter(name, local)
+            return
         folder = path or adapter_path(self.config.adapters_dir, name)
         card = read_card(folder) if (folder / CARD_NAME).is_file() else None
         if card is not None:
@@ -185,18 +207,38 @@ class Pipeline:
         out = []
         for q, h in zip(questions, hits, strict=True):
             ctx, used = self._contexts(q, h, opts) if opts.mode in RETRIEVING else ([], [])
-            prompt = builder.prompt(q, ctx or None)
+            messages = builder.messages(q, ctx or None)
             out.append(
                 Prepared(
                     mode=opts.mode,
                     adapter=name,
-                    prompt=prompt,
+                    prompt=builder.render(messages),
                     citations=self._citations(used),
                     snapshot=snapshot,
                     retrieve_ms=retrieve_ms,
+                    messages=messages,
                 )
             )
         return out
+
+    def prepare_chat(self, messages: Messages, options: AnswerOptions) -> Prepared:
+        """A client's chat messages as they are, no retrieval, no house system prompt: what
+        `serving.engine_api` serves to another ragtune (or any client) using this one as its engine.
+        Rendered by the same prompt builder, so a ragtune client's messages become the prompt it would
+        have rendered itself."""
+        if options.mode in RETRIEVING:
+            raise ConfigError("chat messages are answered as given: modes base or ft only")
+        if not any(m.get("content", "").strip() for m in messages):
+            raise DataError("messages: no message with text")
+        return Prepared(
+            mode=options.mode,
+            adapter=self.resolve_adapter(options.mode, options.adapter),
+            prompt=self.builder.render(messages),
+            citations=[],
+            snapshot=None,
+            retrieve_ms=0.0,
+            messages=messages,
+        )
 
     def prepare(self, question: str, options: AnswerOptions | None = None, **fields: Any) -> Prepared:
         return self.prepare_many([question], options, **fields)[0]
@@ -233,6 +275,7 @@ class Pipeline:
             max_new_tokens=opts.max_new_tokens,
             sampling=opts.sampling,
             prefill_dtype=opts.prefill_dtype,
+            messages=[p.messages for p in preps],
         )
         wall = (time.perf_counter() - t0) * 1000
         return [
@@ -250,7 +293,7 @@ class Pipeline:
         prep = self.prepare(question, opts)
         gen: Generation | None = None
         for item in self.generator.stream(
-            prep.prompt, prep.adapter, opts.max_new_tokens, opts.sampling, opts.prefill_dtype
+            prep.prompt, prep.adapter, opts.max_new_tokens, opts.sampling, opts.prefill_dtype, prep.messages
         ):
             if isinstance(item, Generation):
                 gen = item

@@ -24,7 +24,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ragtune.core.generator import Generator, RowRequest, TextPieces
+from ragtune.core.generator import RowRequest, TextPieces
+from ragtune.core.prompt import Messages
+from ragtune.core.text_generator import TextGenerator
 from ragtune.core.threads import release_openmp_team
 from ragtune.serving.errors import busy, deadline_exceeded, shutting_down
 
@@ -45,6 +47,7 @@ class Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
+    messages: Messages | None = None  # what a chat backend (`models.generator_backend: openai`) sends
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -64,7 +67,7 @@ class BatchStats:
 class Scheduler:
     def __init__(
         self,
-        generator: Generator,
+        generator: TextGenerator,
         max_queue: int = 64,
         max_batch: int = 8,
         batch_wait_ms: float = 15.0,
@@ -207,14 +210,25 @@ class Scheduler:
 
     def _on_token(self, job: Job) -> Callable[[int], None]:
         text = TextPieces(self.generator.tokenizer)
+        on_text = self._on_text(job)
 
         def hook(token: int) -> None:
             if job.first_token_at is None:
                 job.first_token_at = time.perf_counter()
             if not job.stream:
                 return
-            piece = text.add(token)
-            if piece:
+            on_text(text.add(token))
+
+        return hook
+
+    @staticmethod
+    def _on_text(job: Job) -> Callable[[str], None]:
+        """Text pieces (a chat backend's, or decoded from `_on_token`'s ids) to the job's stream."""
+
+        def hook(piece: str) -> None:
+            if job.first_token_at is None:
+                job.first_token_at = time.perf_counter()
+            if job.stream and piece:
                 job.emit(("piece", piece))
 
         return hook
@@ -227,6 +241,8 @@ class Scheduler:
                 ignore_eos=j.ignore_eos,
                 on_token=self._on_token(j),
                 cancelled=j.stop_now,
+                messages=j.messages,
+                on_text=self._on_text(j),
             )
             for j in jobs
         ]

@@ -22,7 +22,14 @@ from typing import Any
 from datasets import Dataset
 
 from ragtune import __version__
-from ragtune.core.adapters import AdapterCard, check_base_model, model_fingerprint, read_card, write_card
+from ragtune.core.adapters import (
+    AdapterCard,
+    check_base_model,
+    model_fingerprint,
+    read_card,
+    write_base_reference,
+    write_card,
+)
 from ragtune.core.config import Config, TuningConfig
 from ragtune.core.errors import ConfigError, DataError
 from ragtune.core.models import load_generator_model, peft_wrapping, resolve_generator
@@ -489,6 +496,7 @@ def _write(model: Any, tokenizer: Any, card: AdapterCard, out_dir: Path, name: s
     tmp = out_dir.with_name(f".{name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
+    write_base_reference(tmp, card.base_model)  # loads in vLLM unchanged: no local cache path
     if tokenizer is not None:
         tokenizer.save_pretrained(str(tmp))
     write_card(tmp, card)

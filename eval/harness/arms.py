@@ -11,8 +11,12 @@ A suite YAML names the data, the arms and what they share (seed, pinned snapshot
       hybrid-terse: {mode: hybrid, system_prompt: "Answer in five words.", max_new_tokens: 16}
       hybrid-short: {mode: hybrid, compress: sentences, max_context_tokens: 160}
       hybrid-warm: {mode: hybrid, sampling: {do_sample: true, temperature: 0.8, seed: 1}}
+      big-rag:
+        mode: rag
+        generator: {backend: openai, base_url: "http://gpu-box:8000/v1", served_model: Qwen/Qwen2.5-7B-Instruct}
 
-An arm takes every `AnswerOptions` field (core/options.py) but the snapshot, which the suite pins.
+An arm takes every `AnswerOptions` field (core/options.py) but the snapshot, which the suite pins,
+and may name its own generator (`GeneratorSpec`): the other arms keep the config's `models.*`.
 """
 
 from __future__ import annotations
@@ -23,11 +27,46 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ragtune.core.config import RETRIEVING, TUNED, Mode, check_mode
+from ragtune.core.config import RETRIEVING, TUNED, Mode, ModelsConfig, check_mode
 from ragtune.core.errors import ConfigError
 from ragtune.core.options import AnswerOptions
 
 DatasetKind = Literal["jsonl", "cmu_qa", "scifact", "hotpotqa"]
+
+
+class GeneratorSpec(BaseModel):
+    """An arm's own generator: the `models.generator_backend`, `base_url`, `api_key_env` and
+    `served_model` keys for this arm only (the API key itself stays in the environment)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Literal["transformers", "openai"] = "openai"
+    base_url: str | None = Field(None, description="openai: the server, e.g. http://gpu-box:8000/v1")
+    api_key_env: str | None = Field(None, description="openai: environment variable holding the server's key")
+    served_model: str | None = Field(None, description="openai: the base model's name on the server")
+    model: str | None = Field(
+        None,
+        description="generator reference (bundled:NAME, folder, hub id): the weights for transformers, "
+        "the tokenizer that counts prompt tokens for openai; default: models.generator",
+    )
+
+    @model_validator(mode="after")
+    def _openai_has_a_url(self) -> GeneratorSpec:
+        if self.backend == "openai" and not (self.base_url and self.base_url.strip()):
+            raise ValueError("generator: backend openai needs base_url")
+        return self
+
+    def models(self, base: ModelsConfig) -> ModelsConfig:
+        """The config's `models` section with this arm's generator in it."""
+        update: dict[str, Any] = {
+            "generator_backend": self.backend,
+            "base_url": self.base_url,
+            "api_key_env": self.api_key_env,
+            "served_model": self.served_model,
+        }
+        if self.model is not None:
+            update["generator"] = self.model
+        return ModelsConfig.model_validate({**base.model_dump(), **update})
 
 
 class ArmSpec(AnswerOptions):
@@ -40,6 +79,7 @@ class ArmSpec(AnswerOptions):
         None, description="a trivial baseline answered without the generator (eval/harness/baselines.py)"
     )
     constant: str | None = Field(None, description="the answer the constant baseline gives to every question")
+    generator: GeneratorSpec | None = Field(None, description="this arm's own generator; None: the config's")
 
     @property
     def retrieves(self) -> bool:
@@ -70,6 +110,22 @@ def arm(spec: str | ArmSpec, adapter: str | None = None) -> ArmSpec:
     return a
 
 
+def arms_shape(raw: dict[str, Any]) -> dict[str, Any]:
+    """A suite's `arms` as a list of names/mappings or as a mapping name -> knobs (mode defaults to the
+    name), made a list of mappings (eval and verdict suites both take either)."""
+    arms = raw.get("arms")
+    if isinstance(arms, dict):
+        arms = [{"name": k, **(v or {})} for k, v in arms.items()]
+    if isinstance(arms, list):
+        out = []
+        for a in arms:
+            a = {"name": a} if isinstance(a, str) else dict(a)
+            a.setdefault("mode", a.get("name"))
+            out.append(a)
+        raw = {**raw, "arms": out}
+    return raw
+
+
 class EvalSuite(BaseModel):
     """An eval run's declaration; fields left None fall back to the `eval` section of the config."""
 
@@ -91,20 +147,9 @@ class EvalSuite(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _arms_shape(cls, raw: Any) -> Any:
-        """Arms as a list of names/mappings or as a mapping name -> knobs (mode defaults to the name)."""
         if not isinstance(raw, dict):
             raise ValueError("a suite file holds a mapping")
-        arms = raw.get("arms")
-        if isinstance(arms, dict):
-            arms = [{"name": k, **(v or {})} for k, v in arms.items()]
-        if isinstance(arms, list):
-            out = []
-            for a in arms:
-                a = {"name": a} if isinstance(a, str) else dict(a)
-                a.setdefault("mode", a.get("name"))
-                out.append(a)
-            raw = {**raw, "arms": out}
-        return raw
+        return arms_shape(raw)
 
     @model_validator(mode="after")
     def _unique(self) -> EvalSuite:

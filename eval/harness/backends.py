@@ -40,12 +40,19 @@ class InProcessBackend:
     def __init__(self, pipeline: AnswerPipeline) -> None:
         self.pipeline = pipeline
 
+    def pipeline_for(self, arm: ArmSpec) -> AnswerPipeline:
+        """The pipeline an arm answers through: the shared one, or the same over the arm's own
+        generator (same index and prompts, so such arms differ in the generator only)."""
+        if arm.generator is None:
+            return self.pipeline
+        return self.pipeline.with_models(arm.generator.models(self.pipeline.config.models))
+
     def current_snapshot(self) -> str | None:
         return self.pipeline.index.snapshot if self.pipeline.index is not None else None
 
     def answer(self, questions: Sequence[str], arm: ArmSpec, snapshot: str | None) -> list[Answer]:
         options = arm.options().model_copy(update={"snapshot": snapshot if arm.retrieves else None})
-        return self.pipeline.answer_many(list(questions), options)
+        return self.pipeline_for(arm).answer_many(list(questions), options)
 
     def ranked_docs(
         self, questions: Sequence[str], arm: ArmSpec, snapshot: str | None, depth: int
@@ -88,7 +95,15 @@ class HttpBackend:
         return self._snapshot
 
     def _one(self, question: str, arm: ArmSpec, snapshot: str | None) -> Answer:
-        server_side = ("system_prompt", "search_mode", "compress", "max_context_tokens", "prefill_dtype", "sampling")
+        server_side = (
+            "system_prompt",
+            "search_mode",
+            "compress",
+            "max_context_tokens",
+            "prefill_dtype",
+            "sampling",
+            "generator",
+        )
         if any(getattr(arm, key) is not None for key in server_side):
             raise RagtuneError(
                 f"arm '{arm.name}': {', '.join(server_side)} are server settings and cannot be set through the API"

@@ -14,6 +14,14 @@ from the others):
     dataset: cmu_qa
     root: ../shared/datasets/cmu_qa
     train_limit: 400          # optional caps keep a run bounded
+
+Either may add `arms:` evaluated beside the verdict's own setups, in the eval suite's shape, e.g.
+a large remote model with retrieval (`generator:`, eval/harness/arms.py):
+
+    arms:
+      remote-rag:
+        mode: rag
+        generator: {backend: openai, base_url: "http://gpu-box:8000/v1", served_model: Qwen/Qwen2.5-7B-Instruct}
 """
 
 from __future__ import annotations
@@ -21,13 +29,14 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ragtune.core.errors import ConfigError, DataError
 from ragtune.core.types import Document
+from ragtune.eval.harness.arms import ArmSpec, arms_shape
 from ragtune.eval.harness.data import EvalItem, load_items
 from ragtune.retrieval.loaders import load_documents
 from ragtune.tuning.data import Example, load_examples
@@ -41,6 +50,7 @@ class VerdictData:
     new_docs: list[Document] = field(default_factory=list)
     changed: list[EvalItem] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
+    arms: list[ArmSpec] = field(default_factory=list)  # the suite's extra arms, beside the verdict's setups
 
 
 class VerdictSuite(BaseModel):
@@ -59,6 +69,16 @@ class VerdictSuite(BaseModel):
     train_limit: int | None = Field(None, ge=1, description="at most this many training examples (seeded)")
     max_article_chars: int | None = Field(None, ge=200, description="cmu_qa: truncate articles to bound indexing")
     seed: int = 0
+    arms: list[ArmSpec] = Field(
+        default_factory=list,
+        description="extra arms beside the setups (e.g. a remote generator's); tuned ones "
+        "without an adapter get the 100% fine-tune",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _arms_shape(cls, raw: Any) -> Any:
+        return arms_shape(raw) if isinstance(raw, dict) else raw
 
     @model_validator(mode="after")
     def _complete(self) -> VerdictSuite:
@@ -125,6 +145,7 @@ def _cmu_qa(suite: VerdictSuite) -> VerdictData:
         examples=_cap(examples, suite.train_limit, suite.seed),
         docs=ds.documents,
         sources={"dataset": "cmu_qa", "root": str(suite.root)},
+        arms=list(suite.arms),
     )
 
 
@@ -148,4 +169,5 @@ def load_verdict_data(suite: VerdictSuite) -> VerdictData:
         new_docs=new_docs,
         changed=changed,
         sources=sources,
+        arms=list(suite.arms),
     )

@@ -19,7 +19,7 @@ from rich.console import Console
 from ragtune.core.adapters import read_card
 from ragtune.core.config import Config
 from ragtune.core.errors import DataError
-from ragtune.eval.harness.arms import ArmSpec
+from ragtune.eval.harness.arms import ArmSpec, arm
 from ragtune.eval.harness.baselines import baseline_arms, majority_answer
 from ragtune.eval.harness.data import EvalItem, evenly_spaced
 from ragtune.eval.harness.labels import label_report
@@ -164,6 +164,16 @@ def setup_arms(config: Config, examples: Sequence[Example], adapters: Sequence[s
     return arms
 
 
+def extra_arms(setups: Sequence[ArmSpec], extra: Sequence[ArmSpec], adapter: str) -> list[ArmSpec]:
+    """The suite's own arms (a remote generator's, say) beside the setups; a tuned one that names no
+    adapter gets the 100% fine-tune (for a remote generator: the server's model of that name)."""
+    taken = {a.name for a in setups}
+    clash = sorted(a.name for a in extra if a.name in taken)
+    if clash:
+        raise DataError(f"verdict suite arms {', '.join(clash)}: the verdict's own arms have these names")
+    return [arm(a, adapter) for a in extra]
+
+
 def verdict_baselines(config: Config, examples: Sequence[Example], scoring: Scoring) -> tuple[list[ArmSpec], list[str]]:
     """`eval.baselines` with the constant taken from the training answers, as the eval extracts them."""
     constant = majority_answer((e.answer for e in examples), scoring.answer_regex)
@@ -265,7 +275,7 @@ def run_verdict(config: Config, data: VerdictData, out: Path, console: Console |
     setups = setup_arms(config, subsets[1.0], adapters[1.0], bool(raft))
     scoring = Scoring.from_config(config)
     baselines, baseline_notes = verdict_baselines(config, data.examples, scoring)
-    arms = [*setups, *baselines]
+    arms = [*setups, *extra_arms(setups, data.arms, adapters[1.0][0]), *baselines]
 
     console.rule("3. evaluate every arm (and the trivial baselines) on the same questions and snapshot")
     items = evenly_spaced(data.items, vc.eval_limit)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 
-from ragtune.core.errors import RagtuneError
+from ragtune.core.errors import RagtuneError, UpstreamError
 from ragtune.core.options import AnswerOptions
 from ragtune.core.types import Answer
 from ragtune.serving import answering
@@ -31,6 +31,8 @@ SSE_DOC: dict[int | str, dict[str, Any]] = {
 def error_event(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, ApiError):
         code, message = exc.code, exc.message
+    elif isinstance(exc, UpstreamError):
+        code, message = "generator_unavailable" if exc.status == 503 else "generator_error", str(exc)
     elif isinstance(exc, RagtuneError):
         code, message = "bad_request", str(exc)
     else:

@@ -3,6 +3,12 @@
 `model` names mode and adapter: `ragtune-hybrid:house-style`, `ragtune-rag`, `ragtune-ft` (default
 adapter). The last user message is the question; the house system prompt stays ours, so a client's
 system message cannot change the style the adapter was trained for.
+
+With `serving.engine_api`, the server also answers as an engine does (vLLM with `--lora-modules`):
+`model` is the base model's name (`HuggingFaceTB/SmolLM2-135M-Instruct` for the bundled one, or the
+`models.generator` reference) or an adapter's name, and the client's messages are completed as
+given, without retrieval. Another ragtune with `models.generator_backend: openai` sends exactly the
+messages its own prompt builder made, so it gets the answer this server would give in process.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from sse_starlette import EventSourceResponse
 
 from ragtune.core.adapters import list_adapters
 from ragtune.core.config import MODES, TUNED, Mode, check_mode
+from ragtune.core.models import portable_reference
 from ragtune.core.options import AnswerOptions
+from ragtune.core.prompt import Messages
 from ragtune.core.types import Answer
 from ragtune.serving import answering
 from ragtune.serving.chat_schemas import (
@@ -53,11 +61,33 @@ def parse_model(model: str) -> tuple[Mode, str | None]:
     return check_mode(mode), adapter or None
 
 
+def _adapter_names(pipeline: AnswerPipeline) -> list[str]:
+    return sorted({c.name for c in list_adapters(pipeline.config.adapters_dir)} | set(pipeline.generator.adapters))
+
+
+def _base_names(pipeline: AnswerPipeline) -> list[str]:
+    ref = pipeline.config.models.generator
+    return list(dict.fromkeys([portable_reference(ref), ref]))
+
+
 def model_ids(pipeline: AnswerPipeline) -> list[str]:
-    names = sorted({c.name for c in list_adapters(pipeline.config.adapters_dir)} | set(pipeline.generator.adapters))
+    names = _adapter_names(pipeline)
     ids = [f"{PREFIX}{m}" for m in MODES]
     ids += [f"{PREFIX}{m}:{n}" for m in MODES if m in TUNED for n in names]
+    if pipeline.config.serving.engine_api:
+        ids += [*_base_names(pipeline), *names]
     return ids
+
+
+def engine_model(pipeline: AnswerPipeline, model: str) -> tuple[Mode, str | None] | None:
+    """(base, None) or (ft, adapter) for an engine-style model name under `serving.engine_api`, else None."""
+    if not pipeline.config.serving.engine_api:
+        return None
+    if model in _base_names(pipeline):
+        return "base", None
+    if model in _adapter_names(pipeline):
+        return "ft", model
+    return None
 
 
 @router.get("/v1/models", response_model=ModelList, responses=ERRORS)
@@ -97,10 +127,13 @@ def _response(body: ChatRequest, cid: str, created: int, ans: Answer, limit: int
 @router.post("/v1/chat/completions", response_model=ChatResponse, responses={**ERRORS, 504: ERRORS[503]})
 async def chat_completions(body: ChatRequest, request: Request, _: str = read_access) -> Any:
     """Chat completion in the OpenAI format, streaming (`stream: true`) or not."""
-    mode, adapter = parse_model(body.model)
+    engine = engine_model(request.app.state.pipeline, body.model)
+    mode, adapter = engine or parse_model(body.model)
     limit = body.max_completion_tokens or body.max_tokens
     options = AnswerOptions(mode=mode, adapter=adapter, max_new_tokens=limit)
-    running = await answering.start(request, _question(body), options, stream=body.stream)
+    messages: Messages | None = [{"role": m.role, "content": m.text()} for m in body.messages] if engine else None
+    question = "" if engine else _question(body)
+    running = await answering.start(request, question, options, stream=body.stream, messages=messages)
     limit = running.job.max_new_tokens
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     if not body.stream:

@@ -26,7 +26,7 @@ def readyz(request: Request) -> JSONResponse:
     """Ready when the model is loaded, the scheduler runs and the index is open."""
     pipeline = request.app.state.pipeline
     checks = {
-        "model": pipeline.generator.model is not None,
+        "model": pipeline.generator.ready,
         "scheduler": request.app.state.scheduler.alive,
         "index": pipeline.index is not None,
     }
