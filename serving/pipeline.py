@@ -48,7 +48,8 @@ class Pipeline:
 
     @classmethod
     def from_config(cls, config: Config, with_index: bool = True) -> Pipeline:
-        model, tok = load_generator_model(config.models.generator, config.models.cache_dir)
+        m = config.models
+        model, tok = load_generator_model(m.generator, m.cache_dir, device=m.device, dtype=m.dtype)
         gen = Generator(model, tok, config.generation)
         index = None
         if with_index and index_exists(config):
