@@ -10,7 +10,15 @@ same model and hyper-parameters. They differ only in how batches are built:
 Throughput counts trained tokens that are not padding (prompt and answer), per second of the
 Trainer's train loop. Each arm runs in its own child process of this command so its peak memory
 (max RSS) is its own. Format adherence (house-style regex) of greedy answers to the validation
-questions is measured before and after tuning. Prints one JSON object on the last line.
+questions is measured before and after tuning.
+
+Training memory (issue 18): the sample verdict's ft-100 (`verdict-ft-100`: all 246 sample training
+examples in the verdict's seeded order, the default `tuning` settings: batch 8, max_length 384, one
+epoch) is trained twice, each in its own child process: with the model's own loss over
+full-vocabulary logits (the old path, `AnswerLossTrainer.full_logits = True`) and with the loss on
+answer tokens only (`tuning/loss.py`, what `ragtune tune` runs). Peak RSS and validation loss of
+both; `--quick` stops both after a few optimiser steps (the same batch shapes, so the same peak) and
+evaluates on the whole validation split. Prints one JSON object on the last line.
 """
 
 from __future__ import annotations
@@ -189,6 +197,36 @@ def format_before_after(cfg: Any, examples: list[Any], adapter: Path, n: int) ->
     return {"questions": len(sample), "before": before, "after": after}
 
 
+def _verdict_config(ws: Path, checkpointing: bool) -> Any:
+    from ragtune.core.config import load_config
+
+    # the verdict's ft-100 runs on the default tuning settings; format adherence is not its figure here
+    return load_config(
+        workspace=ws, environ={}, overrides={"tuning": {"format_sample": 0, "gradient_checkpointing": checkpointing}}
+    )
+
+
+def arm_ft100(ws: Path, loss: str, max_steps: int | None, checkpointing: bool) -> dict[str, Any]:
+    """The sample verdict's ft-100 with the old (full logits) or the new (answer tokens) loss."""
+    from ragtune.eval.verdict.learning_curve import nested_subsets
+    from ragtune.tuning.loss import AnswerLossTrainer
+    from ragtune.tuning.trainer import train_adapter
+
+    cfg = _verdict_config(ws, checkpointing)
+    AnswerLossTrainer.full_logits = loss == "old"
+    examples = nested_subsets(_examples(None), [1.0], cfg.generation.seed)[1.0]  # as `ragtune verdict` orders them
+    result = train_adapter(examples, "verdict-ft-100", cfg, progress=False, max_steps=max_steps)
+    m = result.card.metrics
+    return {
+        "loss": loss,
+        "val_loss": m["val_loss"],
+        "train_loss": m["train_loss"],
+        "train_s": m["train_runtime_s"],
+        "train_rows": result.card.n_train,
+        "peak_rss_mb": _peak_mb(),
+    }
+
+
 def _child(arm: str, ws: Path, n: int | None, epochs: float, n_format: int) -> None:
     cfg = _config(ws, epochs)
     examples = _examples(n)
@@ -198,13 +236,42 @@ def _child(arm: str, ws: Path, n: int | None, epochs: float, n_format: int) -> N
     print(json.dumps(out))
 
 
-def _run_arm(arm: str, ws: Path, n: int | None, epochs: float, n_format: int) -> dict[str, Any]:
+def _run_arm(arm: str, ws: Path, n: int | None, epochs: float, n_format: int, *extra: str) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--arm", arm, "--ws", str(ws), "--epochs", str(epochs)]
-    cmd += ["--format-questions", str(n_format), "--examples", str(n or 0)]
+    cmd += ["--format-questions", str(n_format), "--examples", str(n or 0), *extra]
     r = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if r.returncode != 0:
         sys.exit(f"{arm} arm failed:\n{r.stderr[-4000:]}")
     return dict(json.loads(r.stdout.strip().splitlines()[-1]))
+
+
+def _ft100(out: Path, n: int | None, args: argparse.Namespace, steps: int | None) -> dict[str, Any]:
+    """Old and new loss on the verdict's ft-100, each in its own process (so each peak RSS is its own)."""
+    extra = ["--ft100-steps", str(steps or 0)] + (["--gradient-checkpointing"] if args.gradient_checkpointing else [])
+    runs = {
+        loss: _run_arm("ft100", out / f"ft100-{loss}", n, args.epochs, 0, "--loss", loss, *extra)
+        for loss in ("old", "new")
+    }
+    old, new = runs["old"], runs["new"]
+    gb = {k: r["peak_rss_mb"] / 1024 for k, r in runs.items()}
+    return {
+        "data": "sample verdict ft-100 (246 examples, default tuning settings)",
+        "max_steps": steps,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "peak_rss_gb": {k: round(v, 2) for k, v in gb.items()},
+        "val_loss": {"old": round(old["val_loss"], 4), "new": round(new["val_loss"], 4)},
+        "train_loss": {"old": round(old["train_loss"], 4), "new": round(new["train_loss"], 4)},
+        "train_s": {"old": round(old["train_s"], 1), "new": round(new["train_s"], 1)},
+        "targets": [
+            {"name": "ft-100 peak RSS GB, answer-token loss", "value": round(gb["new"], 2), "target": 3.0, "op": "<="},
+            {
+                "name": "ft-100 val loss new - old (equal loss)",
+                "value": round(new["val_loss"] - old["val_loss"], 4),
+                "target": 0.02,
+                "op": "<=",
+            },
+        ],
+    }
 
 
 def main() -> None:
@@ -214,18 +281,48 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--format-questions", type=int, default=None, help="validation questions (default 12; quick 6)")
     ap.add_argument("--out", type=Path, default=None, help="workspace (default bench-out/tuning[-quick])")
-    ap.add_argument("--arm", choices=["ours", "baseline"], help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--ft100-steps",
+        type=int,
+        default=None,
+        help="optimiser steps of each ft-100 run (default: the whole epoch, 31 steps; quick 3)",
+    )
+    ap.add_argument(
+        "--gradient-checkpointing", action="store_true", help="ft-100 runs with tuning.gradient_checkpointing"
+    )
+    ap.add_argument(
+        "--memory-only", action="store_true", help="only the ft-100 training-memory comparison (old vs new loss)"
+    )
+    ap.add_argument("--arm", choices=["ours", "baseline", "ft100"], help=argparse.SUPPRESS)
+    ap.add_argument("--loss", choices=["old", "new"], default="new", help=argparse.SUPPRESS)
     ap.add_argument("--ws", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     n = args.examples if args.examples is not None else (32 if args.quick else 64)
     n_format = args.format_questions or (6 if args.quick else 12)
+    ft100_steps = args.ft100_steps or (3 if args.quick else None)
+    if args.arm == "ft100":
+        print(json.dumps(arm_ft100(args.ws, args.loss, ft100_steps, args.gradient_checkpointing)))
+        return
     if args.arm:
         _child(args.arm, args.ws, n, args.epochs, n_format)
         return
     t_start = time.perf_counter()
     out = args.out or ROOT / "bench-out" / ("tuning-quick" if args.quick else "tuning")
+    if args.memory_only:
+        memory = _ft100(out, n, args, ft100_steps)
+        targets = memory.pop("targets")
+        for t in targets:
+            t["met"] = bool(t["value"] >= t["target"] if t["op"] == ">=" else t["value"] <= t["target"])
+        wall = round(time.perf_counter() - t_start, 1)
+        print(
+            json.dumps(
+                {"bench": "tuning", "quick": args.quick, "ft100_memory": memory, "wall_s": wall, "targets": targets}
+            )
+        )
+        return
     base = _run_arm("baseline", out / "baseline", n, args.epochs, n_format)
     ours = _run_arm("ours", out / "ours", n, args.epochs, n_format)
+    memory = _ft100(out, n, args, ft100_steps)
     tps = {name: r["tokens"] / r["train_s"] for name, r in (("ragtune", ours), ("baseline", base))}
     speedup = tps["ragtune"] / tps["baseline"]
     loss_ratio = ours["val_loss"] / base["val_loss"]
@@ -239,6 +336,7 @@ def main() -> None:
             "op": "<=",
         },
     ]
+    targets += memory.pop("targets")
     for t in targets:
         t["met"] = bool(t["value"] >= t["target"] if t["op"] == ">=" else t["value"] <= t["target"])
     result = {
@@ -257,6 +355,7 @@ def main() -> None:
             "before": round(fmt["before"], 3),
             "after": round(fmt["after"], 3),
         },
+        "ft100_memory": memory,
         "wall_s": round(time.perf_counter() - t_start, 1),
         "targets": targets,
     }

@@ -194,7 +194,7 @@ class _Run:
     started: float
     base_hash: str | None
     parent: AdapterCard | None  # the adapter training continues from
-    device: str = "cpu"  # the resolved `models.device` this run trains on
+    device: str  # the resolved `models.device` this run trains on
 
     @property
     def tuning(self) -> TuningConfig:
