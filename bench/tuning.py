@@ -14,10 +14,11 @@ questions is measured before and after tuning.
 
 Training memory (issue 18): the sample verdict's ft-100 (`verdict-ft-100`: all 246 sample training
 examples in the verdict's seeded order, the default `tuning` settings: batch 8, max_length 384, one
-epoch) is trained twice, each in its own child process: with the model's own loss over
-full-vocabulary logits (the old path, `AnswerLossTrainer.full_logits = True`) and with the loss on
-answer tokens only (`tuning/loss.py`, what `ragtune tune` runs). Peak RSS and validation loss of
-both; `--quick` stops both after a few optimiser steps (the same batch shapes, so the same peak) and
+epoch) is trained twice, each in its own child process, side by side: the old path (the model's own
+loss over full-vocabulary logits, `AnswerLossTrainer.full_logits = True`, no checkpointing) and the
+new one (the loss on answer tokens only, `tuning/loss.py`, with `tuning.gradient_checkpointing`;
+`--no-checkpointing` measures the loss change alone). Peak RSS and validation loss of both; `--quick`
+stops both after a few optimiser steps (the longest batch comes first, so the same peak) and
 evaluates on the whole validation split. Prints one JSON object on the last line.
 """
 
@@ -236,34 +237,53 @@ def _child(arm: str, ws: Path, n: int | None, epochs: float, n_format: int) -> N
     print(json.dumps(out))
 
 
-def _run_arm(arm: str, ws: Path, n: int | None, epochs: float, n_format: int, *extra: str) -> dict[str, Any]:
+def _arm_command(arm: str, ws: Path, n: int | None, epochs: float, n_format: int, *extra: str) -> list[str]:
     cmd = [sys.executable, __file__, "--arm", arm, "--ws", str(ws), "--epochs", str(epochs)]
-    cmd += ["--format-questions", str(n_format), "--examples", str(n or 0), *extra]
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if r.returncode != 0:
-        sys.exit(f"{arm} arm failed:\n{r.stderr[-4000:]}")
-    return dict(json.loads(r.stdout.strip().splitlines()[-1]))
+    return cmd + ["--format-questions", str(n_format), "--examples", str(n or 0), *extra]
+
+
+def _arm_result(arm: str, code: int, stdout: str, stderr: str) -> dict[str, Any]:
+    if code != 0:
+        sys.exit(f"{arm} arm failed:\n{stderr[-4000:]}")
+    return dict(json.loads(stdout.strip().splitlines()[-1]))
+
+
+def _run_arm(arm: str, ws: Path, n: int | None, epochs: float, n_format: int, *extra: str) -> dict[str, Any]:
+    r = subprocess.run(_arm_command(arm, ws, n, epochs, n_format, *extra), capture_output=True, text=True, check=False)
+    return _arm_result(arm, r.returncode, r.stdout, r.stderr)
 
 
 def _ft100(out: Path, n: int | None, args: argparse.Namespace, steps: int | None) -> dict[str, Any]:
-    """Old and new loss on the verdict's ft-100, each in its own process (so each peak RSS is its own)."""
-    extra = ["--ft100-steps", str(steps or 0)] + (["--gradient-checkpointing"] if args.gradient_checkpointing else [])
-    runs = {
-        loss: _run_arm("ft100", out / f"ft100-{loss}", n, args.epochs, 0, "--loss", loss, *extra)
+    """The old path (full-logits loss, no checkpointing: ft-100 as it ran before) against the new one
+    (answer-token loss with gradient checkpointing, or without under --no-checkpointing), each in its
+    own process so each peak RSS is its own; the two run side by side (wall time, not a timing race)."""
+    steps_arg = ["--ft100-steps", str(steps or 0)]
+    extra = {"old": steps_arg, "new": steps_arg + ([] if args.no_checkpointing else ["--gradient-checkpointing"])}
+    procs = {
+        loss: subprocess.Popen(
+            _arm_command("ft100", out / f"ft100-{loss}", n, args.epochs, 0, "--loss", loss, *extra[loss]),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for loss in ("old", "new")
     }
+    runs = {}
+    for loss, proc in procs.items():
+        stdout, stderr = proc.communicate()
+        runs[loss] = _arm_result(f"ft100-{loss}", proc.returncode, stdout, stderr)
     old, new = runs["old"], runs["new"]
     gb = {k: r["peak_rss_mb"] / 1024 for k, r in runs.items()}
     return {
         "data": "sample verdict ft-100 (246 examples, default tuning settings)",
         "max_steps": steps,
-        "gradient_checkpointing": args.gradient_checkpointing,
+        "gradient_checkpointing": {"old": False, "new": not args.no_checkpointing},
         "peak_rss_gb": {k: round(v, 2) for k, v in gb.items()},
         "val_loss": {"old": round(old["val_loss"], 4), "new": round(new["val_loss"], 4)},
         "train_loss": {"old": round(old["train_loss"], 4), "new": round(new["train_loss"], 4)},
         "train_s": {"old": round(old["train_s"], 1), "new": round(new["train_s"], 1)},
         "targets": [
-            {"name": "ft-100 peak RSS GB, answer-token loss", "value": round(gb["new"], 2), "target": 3.0, "op": "<="},
+            {"name": "ft-100 peak RSS GB, new path", "value": round(gb["new"], 2), "target": 3.0, "op": "<="},
             {
                 "name": "ft-100 val loss new - old (equal loss)",
                 "value": round(new["val_loss"] - old["val_loss"], 4),
@@ -288,8 +308,9 @@ def main() -> None:
         help="optimiser steps of each ft-100 run (default: the whole epoch, 31 steps; quick 3)",
     )
     ap.add_argument(
-        "--gradient-checkpointing", action="store_true", help="ft-100 runs with tuning.gradient_checkpointing"
+        "--no-checkpointing", action="store_true", help="the new ft-100 path without tuning.gradient_checkpointing"
     )
+    ap.add_argument("--gradient-checkpointing", action="store_true", help=argparse.SUPPRESS)  # a child's setting
     ap.add_argument(
         "--memory-only", action="store_true", help="only the ft-100 training-memory comparison (old vs new loss)"
     )
