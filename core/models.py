@@ -128,12 +128,14 @@ def load_generator_model(
     where = device if ":" in device else kind
     weights = dtype if not isinstance(dtype, str) else resolve_dtype(dtype, kind)
     path = resolve_generator(ref, cache_dir)
+    model: Any
     if quantization_config is not None:
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=weights, quantization_config=quantization_config, device_map={"": where}
         )
     else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=weights).to(where)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=weights)
+        model = model.to(where)
     model.eval()
     return model, load_tokenizer(ref, cache_dir)
 
