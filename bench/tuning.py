@@ -10,7 +10,16 @@ same model and hyper-parameters. They differ only in how batches are built:
 Throughput counts trained tokens that are not padding (prompt and answer), per second of the
 Trainer's train loop. Each arm runs in its own child process of this command so its peak memory
 (max RSS) is its own. Format adherence (house-style regex) of greedy answers to the validation
-questions is measured before and after tuning. Prints one JSON object on the last line.
+questions is measured before and after tuning.
+
+Training memory (issue 18): the sample verdict's ft-100 (`verdict-ft-100`: all 246 sample training
+examples in the verdict's seeded order, the default `tuning` settings: batch 8, max_length 384, one
+epoch) is trained twice, each in its own child process, side by side: the old path (the model's own
+loss over full-vocabulary logits, `AnswerLossTrainer.full_logits = True`, no checkpointing) and the
+new one (the loss on answer tokens only, `tuning/loss.py`, with `tuning.gradient_checkpointing`;
+`--no-checkpointing` measures the loss change alone). Peak RSS and validation loss of both; `--quick`
+stops both after a few optimiser steps (the longest batch comes first, so the same peak) and
+evaluates on the whole validation split. Prints one JSON object on the last line.
 """
 
 from __future__ import annotations
@@ -189,6 +198,36 @@ def format_before_after(cfg: Any, examples: list[Any], adapter: Path, n: int) ->
     return {"questions": len(sample), "before": before, "after": after}
 
 
+def _verdict_config(ws: Path, checkpointing: bool) -> Any:
+    from ragtune.core.config import load_config
+
+    # the verdict's ft-100 runs on the default tuning settings; format adherence is not its figure here
+    return load_config(
+        workspace=ws, environ={}, overrides={"tuning": {"format_sample": 0, "gradient_checkpointing": checkpointing}}
+    )
+
+
+def arm_ft100(ws: Path, loss: str, max_steps: int | None, checkpointing: bool) -> dict[str, Any]:
+    """The sample verdict's ft-100 with the old (full logits) or the new (answer tokens) loss."""
+    from ragtune.eval.verdict.learning_curve import nested_subsets
+    from ragtune.tuning.loss import AnswerLossTrainer
+    from ragtune.tuning.trainer import train_adapter
+
+    cfg = _verdict_config(ws, checkpointing)
+    AnswerLossTrainer.full_logits = loss == "old"
+    examples = nested_subsets(_examples(None), [1.0], cfg.generation.seed)[1.0]  # as `ragtune verdict` orders them
+    result = train_adapter(examples, "verdict-ft-100", cfg, progress=False, max_steps=max_steps)
+    m = result.card.metrics
+    return {
+        "loss": loss,
+        "val_loss": m["val_loss"],
+        "train_loss": m["train_loss"],
+        "train_s": m["train_runtime_s"],
+        "train_rows": result.card.n_train,
+        "peak_rss_mb": _peak_mb(),
+    }
+
+
 def _child(arm: str, ws: Path, n: int | None, epochs: float, n_format: int) -> None:
     cfg = _config(ws, epochs)
     examples = _examples(n)
@@ -198,13 +237,61 @@ def _child(arm: str, ws: Path, n: int | None, epochs: float, n_format: int) -> N
     print(json.dumps(out))
 
 
-def _run_arm(arm: str, ws: Path, n: int | None, epochs: float, n_format: int) -> dict[str, Any]:
+def _arm_command(arm: str, ws: Path, n: int | None, epochs: float, n_format: int, *extra: str) -> list[str]:
     cmd = [sys.executable, __file__, "--arm", arm, "--ws", str(ws), "--epochs", str(epochs)]
-    cmd += ["--format-questions", str(n_format), "--examples", str(n or 0)]
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if r.returncode != 0:
-        sys.exit(f"{arm} arm failed:\n{r.stderr[-4000:]}")
-    return dict(json.loads(r.stdout.strip().splitlines()[-1]))
+    return cmd + ["--format-questions", str(n_format), "--examples", str(n or 0), *extra]
+
+
+def _arm_result(arm: str, code: int, stdout: str, stderr: str) -> dict[str, Any]:
+    if code != 0:
+        sys.exit(f"{arm} arm failed:\n{stderr[-4000:]}")
+    return dict(json.loads(stdout.strip().splitlines()[-1]))
+
+
+def _run_arm(arm: str, ws: Path, n: int | None, epochs: float, n_format: int, *extra: str) -> dict[str, Any]:
+    r = subprocess.run(_arm_command(arm, ws, n, epochs, n_format, *extra), capture_output=True, text=True, check=False)
+    return _arm_result(arm, r.returncode, r.stdout, r.stderr)
+
+
+def _ft100(out: Path, n: int | None, args: argparse.Namespace, steps: int | None) -> dict[str, Any]:
+    """The old path (full-logits loss, no checkpointing: ft-100 as it ran before) against the new one
+    (answer-token loss with gradient checkpointing, or without under --no-checkpointing), each in its
+    own process so each peak RSS is its own; the two run side by side (wall time, not a timing race)."""
+    steps_arg = ["--ft100-steps", str(steps or 0)]
+    extra = {"old": steps_arg, "new": steps_arg + ([] if args.no_checkpointing else ["--gradient-checkpointing"])}
+    procs = {
+        loss: subprocess.Popen(
+            _arm_command("ft100", out / f"ft100-{loss}", n, args.epochs, 0, "--loss", loss, *extra[loss]),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for loss in ("old", "new")
+    }
+    runs = {}
+    for loss, proc in procs.items():
+        stdout, stderr = proc.communicate()
+        runs[loss] = _arm_result(f"ft100-{loss}", proc.returncode, stdout, stderr)
+    old, new = runs["old"], runs["new"]
+    gb = {k: r["peak_rss_mb"] / 1024 for k, r in runs.items()}
+    return {
+        "data": "sample verdict ft-100 (246 examples, default tuning settings)",
+        "max_steps": steps,
+        "gradient_checkpointing": {"old": False, "new": not args.no_checkpointing},
+        "peak_rss_gb": {k: round(v, 2) for k, v in gb.items()},
+        "val_loss": {"old": round(old["val_loss"], 4), "new": round(new["val_loss"], 4)},
+        "train_loss": {"old": round(old["train_loss"], 4), "new": round(new["train_loss"], 4)},
+        "train_s": {"old": round(old["train_s"], 1), "new": round(new["train_s"], 1)},
+        "targets": [
+            {"name": "ft-100 peak RSS GB, new path", "value": round(gb["new"], 2), "target": 3.0, "op": "<="},
+            {
+                "name": "ft-100 val loss new - old (equal loss)",
+                "value": round(new["val_loss"] - old["val_loss"], 4),
+                "target": 0.02,
+                "op": "<=",
+            },
+        ],
+    }
 
 
 def main() -> None:
@@ -214,18 +301,49 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--format-questions", type=int, default=None, help="validation questions (default 12; quick 6)")
     ap.add_argument("--out", type=Path, default=None, help="workspace (default bench-out/tuning[-quick])")
-    ap.add_argument("--arm", choices=["ours", "baseline"], help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--ft100-steps",
+        type=int,
+        default=None,
+        help="optimiser steps of each ft-100 run (default: the whole epoch, 31 steps; quick 3)",
+    )
+    ap.add_argument(
+        "--no-checkpointing", action="store_true", help="the new ft-100 path without tuning.gradient_checkpointing"
+    )
+    ap.add_argument("--gradient-checkpointing", action="store_true", help=argparse.SUPPRESS)  # a child's setting
+    ap.add_argument(
+        "--memory-only", action="store_true", help="only the ft-100 training-memory comparison (old vs new loss)"
+    )
+    ap.add_argument("--arm", choices=["ours", "baseline", "ft100"], help=argparse.SUPPRESS)
+    ap.add_argument("--loss", choices=["old", "new"], default="new", help=argparse.SUPPRESS)
     ap.add_argument("--ws", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     n = args.examples if args.examples is not None else (32 if args.quick else 64)
     n_format = args.format_questions or (6 if args.quick else 12)
+    ft100_steps = args.ft100_steps or (3 if args.quick else None)
+    if args.arm == "ft100":
+        print(json.dumps(arm_ft100(args.ws, args.loss, ft100_steps, args.gradient_checkpointing)))
+        return
     if args.arm:
         _child(args.arm, args.ws, n, args.epochs, n_format)
         return
     t_start = time.perf_counter()
     out = args.out or ROOT / "bench-out" / ("tuning-quick" if args.quick else "tuning")
+    if args.memory_only:
+        memory = _ft100(out, n, args, ft100_steps)
+        targets = memory.pop("targets")
+        for t in targets:
+            t["met"] = bool(t["value"] >= t["target"] if t["op"] == ">=" else t["value"] <= t["target"])
+        wall = round(time.perf_counter() - t_start, 1)
+        print(
+            json.dumps(
+                {"bench": "tuning", "quick": args.quick, "ft100_memory": memory, "wall_s": wall, "targets": targets}
+            )
+        )
+        return
     base = _run_arm("baseline", out / "baseline", n, args.epochs, n_format)
     ours = _run_arm("ours", out / "ours", n, args.epochs, n_format)
+    memory = _ft100(out, n, args, ft100_steps)
     tps = {name: r["tokens"] / r["train_s"] for name, r in (("ragtune", ours), ("baseline", base))}
     speedup = tps["ragtune"] / tps["baseline"]
     loss_ratio = ours["val_loss"] / base["val_loss"]
@@ -239,6 +357,7 @@ def main() -> None:
             "op": "<=",
         },
     ]
+    targets += memory.pop("targets")
     for t in targets:
         t["met"] = bool(t["value"] >= t["target"] if t["op"] == ">=" else t["value"] <= t["target"])
     result = {
@@ -257,6 +376,7 @@ def main() -> None:
             "before": round(fmt["before"], 3),
             "after": round(fmt["after"], 3),
         },
+        "ft100_memory": memory,
         "wall_s": round(time.perf_counter() - t_start, 1),
         "targets": targets,
     }

@@ -7,6 +7,8 @@ hands it to tuning, whose library code only sees the `SearchIndex` protocol.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,6 +34,38 @@ def _index(cfg: Config) -> Any:
 def _corpus(index: Any) -> list[str]:
     docs = [index.get_document(d) for d in index.document_ids()]
     return [f"{d.title}\n{d.text}" if d.title else d.text for d in docs]
+
+
+ACCELERATE_FLAG = "--accelerate-config"
+
+
+def accelerate_command(config_file: Path, argv: list[str]) -> list[str]:
+    """`accelerate launch --config_file FILE -m ragtune.cli` + this command's arguments without the flag,
+    run by this interpreter (so the same environment): DeepSpeed, FSDP or multi-GPU come from the file."""
+    args: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == ACCELERATE_FLAG:
+            skip = True
+        elif not arg.startswith(f"{ACCELERATE_FLAG}="):
+            args.append(arg)
+    launch = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--config_file", str(config_file)]
+    return [*launch, "-m", "ragtune.cli", *args]
+
+
+def _relaunch(config_file: Path) -> None:
+    if not config_file.is_file():
+        raise RagtuneError(f"accelerate config file not found: {config_file}")
+    argv = sys.argv[1:]
+    if not any(a == ACCELERATE_FLAG or a.startswith(f"{ACCELERATE_FLAG}=") for a in argv):  # not from a shell
+        raise RagtuneError("--accelerate-config re-runs the `ragtune tune` command line; call it from the shell")
+    cmd = accelerate_command(config_file, argv)
+    console.print("running: " + " ".join(cmd), soft_wrap=True, highlight=False)
+    code = subprocess.run(cmd, check=False).returncode
+    if code:
+        raise typer.Exit(code)
 
 
 def _init_adapter(cfg: Config, ref: str | None) -> Path | None:
@@ -67,12 +101,23 @@ def tune(  # noqa: PLR0913 - each parameter is a command-line option
         str | None, typer.Option("--from", help="Continue training this adapter (name or folder).")
     ] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps.")] = None,
+    accelerate_config: Annotated[
+        Path | None,
+        typer.Option(
+            ACCELERATE_FLAG,
+            help="Re-run this command under `accelerate launch --config_file FILE` (multi-GPU, DeepSpeed, FSDP).",
+        ),
+    ] = None,
     workspace: Workspace = None,
     config: ConfigFile = None,
 ) -> None:
     """Fine-tune (LoRA or full) with loss on answers only; writes the model and its adapter_card.json."""
     from ragtune.tuning.data import load_examples
     from ragtune.tuning.trainer import train_adapter
+
+    if accelerate_config is not None:
+        _relaunch(accelerate_config)
+        return
 
     if not name.replace("-", "").replace("_", "").isalnum():
         raise RagtuneError(f"adapter name '{name}' may use letters, digits, '-' and '_' only")

@@ -313,6 +313,7 @@ class Generator:
         """
         rows = list(rows)
         enc = self.tokenizer([r.prompt for r in rows], return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = enc.to(self.model.device)
         eos = self._eos_ids()
         tracker = _RowTracker(rows, eos)
         kw = self._kwargs(max(r.max_new_tokens for r in rows), sampling)

@@ -47,11 +47,12 @@ def _convert_gguf(pkg_dir: Path, gguf_file: str, target: Path) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(pkg_dir, gguf_file=gguf_file)
-    gguf_model = AutoModelForCausalLM.from_pretrained(pkg_dir, gguf_file=gguf_file, dtype=torch.float32)
+    full = torch.get_default_dtype()  # the cached copy keeps the de-quantised weights at full precision
+    gguf_model = AutoModelForCausalLM.from_pretrained(pkg_dir, gguf_file=gguf_file, dtype=full)
     config = AutoConfig.from_pretrained(pkg_dir, gguf_file=gguf_file)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain = AutoModelForCausalLM.from_config(config, dtype=full)
     plain.load_state_dict(gguf_model.state_dict(), strict=False)
     plain.tie_weights()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -109,13 +110,32 @@ def load_tokenizer(ref: str, cache_dir: Path | None = None) -> Any:
     return tok
 
 
-def load_generator_model(ref: str, cache_dir: Path | None = None) -> tuple[Any, Any]:
-    """(model, tokenizer) in float32 on CPU, eval mode."""
-    import torch
+def load_generator_model(
+    ref: str,
+    cache_dir: Path | None = None,
+    device: str = "auto",
+    dtype: str | Any = "auto",
+    quantization_config: Any = None,
+) -> tuple[Any, Any]:
+    """(model, tokenizer) in eval mode, on `device` (`models.device`: auto|cpu|cuda|mps) with weights in
+    `dtype` (`models.dtype` or a torch dtype); auto on a CPU is float32 on the CPU, as always.
+    `quantization_config` (e.g. bitsandbytes 4-bit for QLoRA) places the model itself."""
     from transformers import AutoModelForCausalLM
 
+    from ragtune.core.devices import resolve_device, resolve_dtype
+
+    kind = resolve_device(device.split(":")[0])  # "cuda:1" (a process's own GPU) is a cuda device too
+    where = device if ":" in device else kind
+    weights = dtype if not isinstance(dtype, str) else resolve_dtype(dtype, kind)
     path = resolve_generator(ref, cache_dir)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model: Any
+    if quantization_config is not None:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=weights, quantization_config=quantization_config, device_map={"": where}
+        )
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=weights)
+        model = model.to(where)
     model.eval()
     return model, load_tokenizer(ref, cache_dir)
 
@@ -130,12 +150,19 @@ def peft_wrapping() -> Iterator[None]:
         yield
 
 
+def load_embedder(ref: str, device: str = "auto") -> Any:
+    """A SentenceTransformer on `device` (`models.device`); cached per process because every room needs
+    the same one."""
+    from ragtune.core.devices import resolve_device
+
+    return _embedder(ref, resolve_device(device))
+
+
 @lru_cache(maxsize=4)
-def load_embedder(ref: str) -> Any:
-    """A SentenceTransformer on CPU; cached per process because every room needs the same one."""
+def _embedder(ref: str, device: str) -> Any:
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(resolve_embedder(ref), device="cpu")
+    return SentenceTransformer(resolve_embedder(ref), device=device)
 
 
 # The hub id each bundled generator was converted from: what another engine (vLLM, llama.cpp) loads

@@ -89,5 +89,5 @@ def make_generator(models: ModelsConfig, generation: GenerationConfig) -> TextGe
     from ragtune.core.generator import Generator
     from ragtune.core.models import load_generator_model
 
-    model, tok = load_generator_model(models.generator, models.cache_dir)
+    model, tok = load_generator_model(models.generator, models.cache_dir, device=models.device, dtype=models.dtype)
     return Generator(model, tok, generation)

@@ -40,7 +40,7 @@ def generate_answers(model: Any, builder: PromptBuilder, examples: list[Example]
     tok.padding_side = "left"
     try:
         prompts = [builder.prompt(e.question, e.context or None) for e in examples]
-        batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         was_training = model.training
         model.eval()
         out = model.generate(

@@ -36,7 +36,8 @@ def merge_adapter(config: Config, name: str, out: Path | None = None) -> Path:
     check_base_model(card, config.models.generator, base_model_hash(config))
     started = time.time()
     target = Path(out) if out is not None else merged_dir(config, name)
-    model, tok = load_generator_model(config.models.generator, config.models.cache_dir)
+    m = config.models
+    model, tok = load_generator_model(m.generator, m.cache_dir, device=m.device, dtype=m.dtype)
     with peft_wrapping():
         merged = PeftModel.from_pretrained(model, str(src)).merge_and_unload()
     tmp = target.with_name(f".{target.name}.tmp")

@@ -3,7 +3,10 @@
 LoRA (targets per architecture) or full fine-tuning; SFT with loss on answer tokens only, or
 causal-lm over corpus text. Batches are length-grouped and padded per batch, so little compute goes
 to padding. Evaluation, early stopping, best-checkpoint selection, resume after a kill and DDP
-(`torchrun`/`accelerate launch`, gloo on CPU) are the Trainer's own.
+(`torchrun`/`accelerate launch`, gloo on CPU) are the Trainer's own. Devices and precision come from
+`models.device` and `tuning.precision` (`core/devices.py`), `tuning.gradient_checkpointing` and
+`tuning.quantize: 4bit` (QLoRA, CUDA + bitsandbytes); the SFT loss skips full-vocabulary logits for
+prompt tokens (`tuning/loss.py`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from ragtune.core.adapters import (
     write_card,
 )
 from ragtune.core.config import Config, TuningConfig
+from ragtune.core.devices import PRECISION_DTYPES, check_precision, cuda_available, resolve_device, training_dtype
 from ragtune.core.errors import ConfigError, DataError
 from ragtune.core.models import load_generator_model, peft_wrapping, resolve_generator
 from ragtune.core.prompt import PromptBuilder
@@ -152,7 +156,7 @@ def train_adapter(  # noqa: PLR0913 - callers pass these options by keyword
         max_steps=max_steps,
     )
     run = _start(name, config, options)
-    model, tok, builder = _load_model(config)
+    model, tok, builder = _load_model(config, run.device)
     data = _prepare_data(examples, run, tok, builder)
     model = _wrap_model(model, config.tuning, init_adapter)
     hyper = _hyperparameters(run, _peft_targets(model))
@@ -197,6 +201,7 @@ class _Run:
     started: float
     base_hash: str | None
     parent: AdapterCard | None  # the adapter training continues from
+    device: str  # the resolved `models.device` this run trains on
 
     @property
     def tuning(self) -> TuningConfig:
@@ -240,16 +245,60 @@ def _start(name: str, config: Config, options: _Options) -> _Run:
     set_seed(config.tuning.seed)
     if config.tuning.method == "full" and options.init_adapter is not None:
         raise ConfigError("continuing from an adapter needs tuning.method=lora")
+    device = check_device_settings(config)
     base_hash = base_model_hash(config)
     parent: AdapterCard | None = None
     if options.init_adapter is not None:
         parent = read_card(options.init_adapter)
         check_base_model(parent, config.models.generator, base_hash)
-    return _Run(name, config, options, started, base_hash, parent)
+    return _Run(name, config, options, started, base_hash, parent, device)
 
 
-def _load_model(config: Config) -> tuple[Any, Any, PromptBuilder]:
-    model, tok = load_generator_model(config.models.generator, config.models.cache_dir)
+QLORA_NEEDS = "tuning.quantize 4bit needs a CUDA GPU and bitsandbytes (pip install bitsandbytes)"
+
+
+def check_device_settings(config: Config) -> str:
+    """The device training runs on; a ConfigError for settings this machine cannot run, before any loading."""
+    cfg = config.tuning
+    device = resolve_device(config.models.device)
+    check_precision(cfg.precision, device)
+    if cfg.quantize == "4bit":
+        if cfg.method == "full":
+            raise ConfigError("tuning.quantize 4bit (QLoRA) trains LoRA adapters: set tuning.method lora")
+        if device != "cuda" or not cuda_available() or importlib.util.find_spec("bitsandbytes") is None:
+            raise ConfigError(QLORA_NEEDS)
+    return device
+
+
+def _local_device(device: str) -> str:
+    """This process's GPU under `torchrun`/`accelerate launch` (LOCAL_RANK), else the device itself."""
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if device == "cuda" else device
+
+
+def _quantization(cfg: TuningConfig) -> Any:
+    """bitsandbytes 4-bit NF4 weights (QLoRA) computing in the training precision; None unless asked."""
+    if cfg.quantize != "4bit":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    compute = PRECISION_DTYPES[cfg.precision]
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=compute,
+        bnb_4bit_use_double_quant=True,
+    )
+
+
+def _load_model(config: Config, device: str) -> tuple[Any, Any, PromptBuilder]:
+    cfg = config.tuning
+    model, tok = load_generator_model(
+        config.models.generator,
+        config.models.cache_dir,
+        device=_local_device(device),
+        dtype=training_dtype(cfg.precision, device, cfg.method),
+        quantization_config=_quantization(cfg),
+    )
     tok.padding_side = "right"
     return model, tok, PromptBuilder(tok, config.prompt.system_prompt)
 
@@ -307,11 +356,19 @@ def _sft_data(examples: list[Example], cfg: TuningConfig, builder: PromptBuilder
 
 def _wrap_model(model: Any, cfg: TuningConfig, init_adapter: Path | None) -> Any:
     """Full fine-tuning trains the model itself; LoRA continues `init_adapter` or starts a new adapter."""
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     if cfg.method == "full":
         model.train()
         return model
+    if cfg.quantize == "4bit":
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=cfg.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    elif cfg.gradient_checkpointing:
+        model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still see an input that needs grad
     if init_adapter is not None:
         with peft_wrapping():
             return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
@@ -358,6 +415,9 @@ def _hyperparameters(run: _Run, modules: list[str]) -> dict[str, Any]:
         "overlong": cfg.overlong,
         "context_dropout": cfg.context_dropout,
         "early_stopping_patience": cfg.early_stopping_patience,
+        "precision": cfg.precision,
+        "gradient_checkpointing": cfg.gradient_checkpointing,
+        "quantize": cfg.quantize,
         "seed": cfg.seed,
         "system_prompt": run.config.prompt.system_prompt,
         **options.extra_hyperparameters,
@@ -365,10 +425,12 @@ def _hyperparameters(run: _Run, modules: list[str]) -> dict[str, Any]:
 
 
 def _training_args(run: _Run, has_val: bool) -> Any:
-    """Epoch-wise evaluation and checkpoints (the best one kept when there is validation data), CPU, gloo DDP."""
+    """Epoch-wise evaluation and checkpoints (the best one kept when there is validation data), on the
+    resolved device in `tuning.precision`; DDP over gloo on CPUs, the default (NCCL) on GPUs."""
     from transformers import TrainingArguments
 
     cfg, options = run.tuning, run.options
+    checkpointing = {"use_reentrant": False} if cfg.gradient_checkpointing else None
     return TrainingArguments(
         output_dir=str(run.ckpt_dir),
         num_train_epochs=options.epochs,
@@ -391,8 +453,12 @@ def _training_args(run: _Run, has_val: bool) -> Any:
         report_to=[],
         seed=cfg.seed,
         data_seed=cfg.seed,
-        use_cpu=True,
-        ddp_backend="gloo" if _world_size() > 1 else None,
+        use_cpu=run.device == "cpu",
+        bf16=cfg.precision == "bf16",
+        fp16=cfg.precision == "fp16",
+        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5's name for gradient checkpointing
+        activation_checkpointing_kwargs=checkpointing,
+        ddp_backend="gloo" if _world_size() > 1 and run.device == "cpu" else None,
         disable_tqdm=not options.progress,
         dataloader_num_workers=0,
         remove_unused_columns=False,
@@ -423,10 +489,12 @@ def _callbacks(config: Config, data: _Data, builder: PromptBuilder) -> tuple[lis
 
 
 def _trainer(run: _Run, model: Any, tok: Any, data: _Data, callbacks: list[Any]) -> Any:
-    from transformers import DataCollatorForSeq2Seq, Trainer
+    from transformers import DataCollatorForSeq2Seq
+
+    from ragtune.tuning.loss import AnswerLossTrainer
 
     has_val = bool(data.val_rows)
-    return Trainer(
+    return AnswerLossTrainer(
         model=model,
         args=_training_args(run, has_val),
         train_dataset=Dataset.from_list(data.train_rows),
