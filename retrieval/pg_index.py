@@ -62,6 +62,7 @@ class PgIndex(Index):
         self.dsn = dsn
         self._lock = threading.RLock()
         self._lock_conn: Any = None
+        self._writer_mutex = threading.Lock()
         self._model = None
         self._chunker = None
         self.cache = NoVectorCache()  # type: ignore[assignment]
@@ -81,23 +82,42 @@ class PgIndex(Index):
         return None
 
     # writers ------------------------------------------------------------------------------------
+    def _writer_session(self) -> Any:
+        """The session that holds the writer lock, kept open between commits (a new connection per
+        commit costs more than the commit of one document); reopened when it was lost."""
+        psycopg = _driver()
+        conn = self._lock_conn
+        if conn is None or conn.closed or conn.broken:
+            try:
+                conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
+            except psycopg.OperationalError as exc:
+                raise IndexUnavailableError(f"cannot connect to PostgreSQL: {_first_line(exc)}") from None
+            self._lock_conn = conn
+        return conn
+
+    def _acquire_writer(self, conn: Any) -> None:
+        deadline = time.monotonic() + self.config.lock_timeout
+        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (WRITER_LOCK,)).fetchone()[0]:
+            if time.monotonic() >= deadline:
+                raise IndexLockedError(
+                    f"index {self.path} is being written by another process (waited "
+                    f"{self.config.lock_timeout:g} s; set retrieval.lock_timeout to wait longer)"
+                )
+            time.sleep(0.05)
+
     @contextmanager
     def _writing(self) -> Iterator[None]:
-        """Hold the index's advisory lock for the whole commit; wait up to `retrieval.lock_timeout`."""
+        """Hold the index's advisory lock for the whole commit; wait up to `retrieval.lock_timeout`.
+
+        The lock is a session lock: if this process dies, the server ends its session and frees it."""
         psycopg = _driver()
-        try:
-            conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
-        except psycopg.OperationalError as exc:
-            raise IndexUnavailableError(f"cannot connect to PostgreSQL: {_first_line(exc)}") from None
-        try:
-            deadline = time.monotonic() + self.config.lock_timeout
-            while not conn.execute("SELECT pg_try_advisory_lock(%s)", (WRITER_LOCK,)).fetchone()[0]:
-                if time.monotonic() >= deadline:
-                    raise IndexLockedError(
-                        f"index {self.path} is being written by another process (waited "
-                        f"{self.config.lock_timeout:g} s; set retrieval.lock_timeout to wait longer)"
-                    )
-                time.sleep(0.05)
+        with self._writer_mutex:  # one commit at a time in this process; readers never take it
+            conn = self._writer_session()
+            try:
+                self._acquire_writer(conn)
+            except psycopg.OperationalError as exc:
+                conn.close()
+                raise IndexUnavailableError(f"lost the connection to PostgreSQL: {_first_line(exc)}") from None
             try:
                 yield
             except psycopg.OperationalError as exc:
@@ -106,8 +126,11 @@ class PgIndex(Index):
                     f"lost the connection to PostgreSQL during a commit ({_first_line(exc)}); the commit was not "
                     "confirmed: `ragtune index` shows whether its snapshot exists, and a retry is safe"
                 ) from None
-        finally:
-            conn.close()  # closing the session releases the advisory lock
+            finally:
+                try:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (WRITER_LOCK,))
+                except psycopg.Error:
+                    conn.close()  # closing the session releases the lock too
 
     # reads --------------------------------------------------------------------------------------
     def search_many(
@@ -145,6 +168,9 @@ class PgIndex(Index):
     def close(self) -> None:
         with self._lock:
             self.store.close()
+            if self._lock_conn is not None:
+                self._lock_conn.close()
+                self._lock_conn = None
 
 
 def _redact(dsn: str) -> str:

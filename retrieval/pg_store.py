@@ -55,6 +55,11 @@ CREATE TABLE IF NOT EXISTS rt_manifest (
 );
 """,
 }
+# One term's weight in a chunk: saturating in its frequency, normalised by the chunk's length (1 + log),
+# a title occurrence (weight A) counting twice a text one. PostgreSQL's default weights make the title
+# count ten times the text: on SciFact (10% sample) lexical nDCG@10 was 0.80 with those, 0.89 with
+# these, against 0.89 for the embedded index's BM25.
+TERM_RANK = "ts_rank('{0.5,0.5,0.5,1}', c.tsv, t.q, 1)"
 LIVE_AT = "c.added_seq <= %(seq)s AND (c.removed_seq IS NULL OR c.removed_seq > %(seq)s)"
 CHUNK_COLUMNS = "c.id, c.doc_id, c.position, c.text, c.title, c.metadata"
 _COLUMNS = {"doc_id": "c.doc_id", "title": "c.title", "updated_at": "c.updated_at"}
@@ -354,16 +359,24 @@ class PgStore:
     def lexical(self, query: str, k: int, seq: int, filters: dict[str, Any] | None = None) -> list[tuple[int, float]]:
         """Full-text search over title (weighted higher) and text of the chunks live at `seq`, best first.
 
-        The terms are OR-ed through `websearch_to_tsquery`, which accepts any text without a syntax error.
+        Ranked like BM25: each query term's `ts_rank` (saturating in its frequency, normalised by the
+        chunk's length) weighted by the term's inverse document frequency among the live chunks, so a
+        rare term counts for more than a common one (`ts_rank` alone has no idf). Each term goes
+        through `plainto_tsquery`, which accepts any text without a syntax error.
         """
         terms = query_terms(query)
         if not terms:
             return []
         where, params = filter_sql(filters)
         rows = self._q(
-            "SELECT c.id, ts_rank(c.tsv, q, 1) AS s FROM rt_chunks c, websearch_to_tsquery('english', %(q)s) AS q"
-            f" WHERE c.tsv @@ q AND {LIVE_AT}{where} ORDER BY s DESC, c.id LIMIT %(k)s",
-            {"q": " or ".join(terms), "seq": seq, "k": k, **params},
+            "WITH n AS (SELECT count(*)::float8 AS n FROM rt_chunks c WHERE " + LIVE_AT + "),"
+            " t AS (SELECT q, (SELECT count(*) FROM rt_chunks c WHERE c.tsv @@ q AND " + LIVE_AT + ")::float8 AS df"
+            " FROM unnest(%(terms)s::text[]) AS w(term), plainto_tsquery('english', w.term) AS q"
+            " WHERE numnode(q) > 0)"
+            " SELECT c.id, sum(ln(1 + (n.n - t.df + 0.5) / (t.df + 0.5)) * " + TERM_RANK + ") AS s"
+            " FROM t JOIN rt_chunks c ON c.tsv @@ t.q CROSS JOIN n"
+            f" WHERE {LIVE_AT}{where} GROUP BY c.id ORDER BY s DESC, c.id LIMIT %(k)s",
+            {"terms": terms, "seq": seq, "k": k, **params},
         ).fetchall()
         return [(int(cid), float(s)) for cid, s in rows]
 
