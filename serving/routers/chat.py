@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 
-from ragtune.core.adapters import list_adapters
+from ragtune.core.adapters import is_adapter_name, list_adapters
 from ragtune.core.config import MODES, TUNED, Mode, check_mode
 from ragtune.core.options import AnswerOptions
 from ragtune.core.types import Answer
@@ -37,9 +37,11 @@ from ragtune.serving.errors import ApiError, ClientGone
 from ragtune.serving.routers.answer import error_event
 from ragtune.serving.schemas import ERRORS
 from ragtune.serving.security import read_access
+from ragtune.serving.validation import check_text
 
 router = APIRouter(tags=["openai"])
 PREFIX = "ragtune-"
+MAX_CONTENT_CHARS = 100_000  # the question's own limit (serving.max_question_chars) applies after this
 
 
 def parse_model(model: str) -> tuple[Mode, str | None]:
@@ -50,6 +52,8 @@ def parse_model(model: str) -> tuple[Mode, str | None]:
         raise ApiError(404, "model_not_found", f"unknown model '{model}'; GET /v1/models lists them")
     if adapter and mode not in TUNED:
         raise ApiError(404, "model_not_found", f"model '{model}': mode '{mode}' takes no adapter")
+    if adapter and not is_adapter_name(adapter):
+        raise ApiError(404, "model_not_found", f"unknown model '{model}'; GET /v1/models lists them")
     return check_mode(mode), adapter or None
 
 
@@ -70,7 +74,9 @@ def _question(body: ChatRequest) -> str:
     users = [m for m in body.messages if m.role == "user" and m.text().strip()]
     if not users:
         raise ApiError(422, "invalid_request", "messages: no user message with text")
-    return users[-1].text()
+    question = users[-1].text()
+    check_text("messages: the last user message", question, MAX_CONTENT_CHARS)
+    return question
 
 
 def _response(body: ChatRequest, cid: str, created: int, ans: Answer, limit: int) -> ChatResponse:
