@@ -52,13 +52,20 @@ FILTER_KEYS = ["tags", "rev", "doc_id", "title", "updated_at", "lang", "a b", "$
 OPS = ["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$regex", "", "$IN"]
 
 chars = st.characters(exclude_categories=())  # surrogates included
-strings = st.one_of(st.text(chars, max_size=40), st.sampled_from(EDGE), st.text(max_size=8).map(lambda s: s * 400))
-numbers = st.one_of(
+plain = st.text(max_size=40)  # any code point but surrogates: NUL, RTL marks, emoji, combining marks
+odd_strings = st.one_of(st.text(chars, max_size=40), st.sampled_from(EDGE), st.text(max_size=8).map(lambda s: s * 400))
+strings = st.one_of(plain, plain, odd_strings)
+safe_numbers = st.one_of(
+    st.integers(-(2**53), 2**53), st.floats(allow_nan=False, allow_infinity=False), st.sampled_from([2**53, -0.0])
+)
+odd_numbers = st.one_of(
     st.integers(-(2**70), 2**70),
-    st.sampled_from([2**53, 2**53 + 1, -(2**53) - 1, 2**63, 2**64]),
+    st.sampled_from([2**53 + 1, -(2**53) - 1, 2**63, 2**64]),
     st.floats(allow_nan=True, allow_infinity=True),
 )
+numbers = st.one_of(safe_numbers, safe_numbers, odd_numbers)
 scalars = st.one_of(st.none(), st.booleans(), numbers, strings)
+safe_scalars = st.one_of(st.none(), st.booleans(), safe_numbers, plain)
 
 
 def deep(depth: int) -> Any:
@@ -68,17 +75,21 @@ def deep(depth: int) -> Any:
     return value
 
 
+def _json(leaves: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.recursive(
+        leaves,
+        lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)),
+        max_leaves=8,
+    )
+
+
+good_metadata = st.dictionaries(plain, _json(safe_scalars), max_size=5)
 metadata = st.one_of(
-    st.dictionaries(
-        st.one_of(st.text(chars, max_size=12), st.sampled_from(EDGE)),
-        st.recursive(
-            scalars,
-            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-            max_leaves=8,
-        ),
-        max_size=5,
-    ),
-    st.integers(1, 40).map(lambda d: {"deep": deep(d)}),
+    good_metadata,
+    good_metadata,
+    good_metadata,
+    st.dictionaries(st.one_of(st.text(chars, max_size=12), st.sampled_from(EDGE)), _json(scalars), max_size=5),
+    st.integers(1, 12).map(lambda d: {"deep": deep(d)}),
     st.integers(1, 400).map(lambda n: {f"k{i}": i for i in range(n)}),
     st.just({"x": "y" * 20_000}),
 )
@@ -110,7 +121,7 @@ adapter_names = st.one_of(st.sampled_from(ADAPTERS), st.text(chars, min_size=1, 
 def doc_body(with_id: bool) -> st.SearchStrategy[dict[str, Any]]:
     parts: dict[str, Any] = {
         "text": st.one_of(st.text(max_size=200).map(lambda t: t or "x"), strings),
-        "title": st.one_of(st.just(""), strings),
+        "title": st.one_of(st.just(""), plain, strings),
         "metadata": metadata,
     }
     if with_id:

@@ -235,7 +235,7 @@ def _serve(target: Target) -> tuple[subprocess.Popen[bytes], str]:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:  # readyz wants an index: none yet
                 return proc, url
         except httpx.HTTPError:
             pass

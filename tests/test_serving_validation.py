@@ -150,3 +150,15 @@ def test_what_is_accepted_reads_back_identically(client):
         body["title"],
         json.loads(json.dumps(meta)),
     )
+
+
+def test_the_cli_takes_an_adapter_path_only_after_checking_it(serving_pipeline, tmp_path):
+    from ragtune.cli.serving import _adapter_ref
+
+    pipeline = serving_pipeline()
+    assert _adapter_ref(pipeline, "tiny") == "tiny" and _adapter_ref(pipeline, None) is None
+    with pytest.raises(NotFoundError, match="adapter folder not found"):
+        _adapter_ref(pipeline, str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="not a PEFT adapter"):
+        _adapter_ref(pipeline, str(tmp_path / "empty"))

@@ -24,7 +24,7 @@ from ragtune.serving.schemas import (
     WriteResult,
 )
 from ragtune.serving.security import admin_access, read_access
-from ragtune.serving.validation import check_document
+from ragtune.serving.validation import check_document, invalid
 
 router = APIRouter(tags=["documents"])
 DocId = Path(min_length=1, max_length=200, pattern=DOC_ID_PATTERN)
@@ -48,6 +48,8 @@ def _pipeline(request: Request) -> AnswerPipeline:
 @router.put("/v1/documents/{doc_id}", response_model=WriteResult, responses=ERRORS)
 async def put_document(body: DocumentIn, request: Request, doc_id: str = DocId, _: str = admin_access) -> WriteResult:
     """Add or replace one document; unchanged content costs nothing and keeps the snapshot."""
+    if doc_id in (".", ".."):
+        raise invalid("doc_id", "'.' and '..' are not document ids")
     check_document("", body.text, body.title, body.metadata, _pipeline(request).config.serving)
     doc = Document(id=doc_id, text=body.text, title=body.title, metadata=body.metadata)
     report = await run_in_threadpool(_pipeline(request).write_index, lambda ix: ix.upsert([doc], progress=False))
