@@ -8,7 +8,7 @@ and deleted (rebuilt), and a commit that runs out of space (RLIMIT_FSIZE: a real
 error and a readable, unchanged index. Prints one JSON object on the last line.
 
 `--quick` kills 3 + 3 + 2 times on the embedded backend (under two minutes); the default kills
-20 + 20 + 12 times; `--postgres` repeats the rounds on a PostgreSQL index (the `pgserver` wheel).
+20 + 18 + 12 times (50); `--postgres` repeats the rounds on a PostgreSQL index (the `pgserver` wheel).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def main() -> None:
     ap.add_argument("--postgres", action="store_true", help="also run the kill rounds on PostgreSQL")
     ap.add_argument("--seed", type=int, default=19)
     args = ap.parse_args()
-    kills = (3, 3, 2) if args.quick else (20, 20, 12)
+    kills = (3, 3, 2) if args.quick else (20, 18, 12)
     rng = random.Random(args.seed)
     t0 = time.monotonic()
     results: dict[str, dict[str, Outcome]] = {}

@@ -175,7 +175,7 @@ requests = st.one_of(
         models,
         st.one_of(strings, st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": strings}), max_size=2)),
     ),
-    st.builds(lambda q: Req("question", "POST", "/v1/answer", {"question": q, "mode": "base"}), strings),
+    st.builds(lambda q: Req("question", "POST", "/v1/answer", {"question": q, "mode": "base"}), odd_strings),
     st.sampled_from([Req("ro", "GET", p) for p in ("/v1/index", "/v1/models", "/v1/adapters", "/healthz", "/readyz")]),
 )
 
@@ -295,5 +295,6 @@ def fuzz(client: TestClient, workspace: str, cases: int, seed_derandomize: bool 
         fz.run(req)
 
     t0 = time.perf_counter()
-    one()
+    with client:  # one event loop for every request, not one per request
+        one()
     return fz.tally, time.perf_counter() - t0

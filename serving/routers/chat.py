@@ -17,8 +17,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 
-from ragtune.core.adapters import is_adapter_name, list_adapters
+from ragtune.core.adapters import adapter_path, is_adapter_name, list_adapters
 from ragtune.core.config import MODES, TUNED, Mode, check_mode
+from ragtune.core.errors import NotFoundError
 from ragtune.core.options import AnswerOptions
 from ragtune.core.types import Answer
 from ragtune.serving import answering
@@ -55,6 +56,16 @@ def parse_model(model: str) -> tuple[Mode, str | None]:
     if adapter and not is_adapter_name(adapter):
         raise ApiError(404, "model_not_found", f"unknown model '{model}'; GET /v1/models lists them")
     return check_mode(mode), adapter or None
+
+
+def check_model(pipeline: AnswerPipeline, model: str, adapter: str | None) -> None:
+    """A model naming an adapter that is neither loaded nor registered is unknown, like any other."""
+    if adapter is None or adapter in pipeline.generator.adapters:
+        return
+    try:
+        adapter_path(pipeline.config.adapters_dir, adapter)
+    except NotFoundError:
+        raise ApiError(404, "model_not_found", f"unknown model '{model}'; GET /v1/models lists them") from None
 
 
 def model_ids(pipeline: AnswerPipeline) -> list[str]:
@@ -104,6 +115,7 @@ def _response(body: ChatRequest, cid: str, created: int, ans: Answer, limit: int
 async def chat_completions(body: ChatRequest, request: Request, _: str = read_access) -> Any:
     """Chat completion in the OpenAI format, streaming (`stream: true`) or not."""
     mode, adapter = parse_model(body.model)
+    check_model(request.app.state.pipeline, body.model, adapter)
     limit = body.max_completion_tokens or body.max_tokens
     options = AnswerOptions(mode=mode, adapter=adapter, max_new_tokens=limit)
     running = await answering.start(request, _question(body), options, stream=body.stream)
