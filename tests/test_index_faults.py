@@ -1,6 +1,7 @@
 """Index faults through real processes (rounds in `index_faults.py`; `bench/faults.py` runs many more):
-SIGKILL during `ragtune ingest` and `ragtune sync` (both backends) and during a documents-API batch
-of `ragtune serve`, five kills in all; the FAISS file truncated or deleted; a commit that runs out of
+SIGKILL during `ragtune ingest` and `ragtune sync` and during a documents-API batch of `ragtune serve`
+(three kills; with the two of test_retrieval_durability.py, five in the default run; PostgreSQL's
+ingest and sync kills are marked slow); the FAISS file truncated or deleted; a commit that runs out of
 space; two writers at once. test_retrieval_durability.py covers a killed in-process writer, a FAISS
 file behind SQLite and a writer that waits for the lock.
 """
@@ -9,6 +10,8 @@ import random
 import threading
 from pathlib import Path
 
+import pytest
+from conftest import IndexOpener
 from index_faults import (
     Target,
     api_rounds,
@@ -30,11 +33,20 @@ def _target(root: Path, open_index) -> Target:
     return Target(ws, open_index.workspace_env(ws / "index"), lambda: open_index(ws / "index"))
 
 
-def test_sigkill_during_ingest_and_sync_loses_nothing_committed(tmp_path: Path, open_index):
+def _ingest_and_sync(tmp_path: Path, opener: IndexOpener) -> None:
     rng = random.Random(19)
-    out = ingest_rounds(_target(tmp_path / "ingest", open_index), 1, rng)
-    out.add(sync_rounds(_target(tmp_path / "sync", open_index), 1, rng))
+    out = ingest_rounds(_target(tmp_path / "ingest", opener), 1, rng)
+    out.add(sync_rounds(_target(tmp_path / "sync", opener), 1, rng))
     assert (out.kills, out.survived, out.records_lost, out.half_visible) == (2, 2, 0, 0), out.notes
+
+
+def test_sigkill_during_ingest_and_sync_loses_nothing_committed(tmp_path: Path):
+    _ingest_and_sync(tmp_path, IndexOpener("embedded", None))
+
+
+@pytest.mark.slow  # a minute more; test_retrieval_durability.py kills a PostgreSQL writer in the default run
+def test_sigkill_during_ingest_and_sync_loses_nothing_committed_on_postgres(tmp_path: Path, pg_uri: str):
+    _ingest_and_sync(tmp_path, IndexOpener("postgres", pg_uri))
 
 
 def test_sigkill_during_an_api_batch_loses_nothing_committed(tmp_path: Path):
