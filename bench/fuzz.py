@@ -34,7 +34,7 @@ from ragtune.retrieval.loaders import load_documents  # noqa: E402
 from ragtune.serving.app import create_app  # noqa: E402
 from ragtune.serving.pipeline import Pipeline  # noqa: E402
 
-FULL, QUICK = 4000, 600
+FULL, QUICK = 3000, 600
 
 
 def target(name: str, value: float, goal: float, op: str) -> dict[str, Any]:
