@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,13 +12,30 @@ from ragtune.cli.options import ConfigFile, Workspace, console, load_cli_config
 app = typer.Typer()
 
 
+def _adapter_ref(pipeline: Any, ref: str | None) -> str | None:
+    """A registered adapter's name as it is; a folder path (CLI only, never HTTP) checked, then loaded."""
+    from pathlib import Path
+
+    from ragtune.core.adapters import check_adapter_dir, is_adapter_name
+
+    if ref is None or is_adapter_name(ref):
+        return ref
+    path = Path(ref).expanduser().resolve()
+    check_adapter_dir(path)  # exists, is a PEFT adapter with weights: a clear error otherwise
+    pipeline.load_adapter(path.name, path)
+    return path.name
+
+
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="The question.")],
     mode: Annotated[
         str | None, typer.Option("--mode", "-m", help="base | ft | rag | hybrid [default: serving.default_mode]")
     ] = None,
-    adapter: Annotated[str | None, typer.Option("--adapter", help="Adapter for ft/hybrid (default: newest).")] = None,
+    adapter: Annotated[
+        str | None,
+        typer.Option("--adapter", help="Adapter name for ft/hybrid (default: newest), or a PEFT adapter folder path."),
+    ] = None,
     top_k: Annotated[int | None, typer.Option("-k", min=1, max=50, help="Chunks to retrieve.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole answer record as JSON.")] = False,
     workspace: Workspace = None,
@@ -32,6 +49,7 @@ def ask(
     cfg = load_cli_config(workspace, config)
     mode = check_mode(mode or cfg.serving.default_mode)
     pipeline = Pipeline.from_config(cfg)
+    adapter = _adapter_ref(pipeline, adapter)
     if as_json:
         print(pipeline.answer(question, mode=mode, adapter=adapter, top_k=top_k).model_dump_json(indent=2))
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,6 +14,8 @@ from pydantic import BaseModel, Field, ValidationError
 from ragtune.core.errors import DataError, NotFoundError
 
 CARD_NAME = "adapter_card.json"
+ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+MAX_ADAPTER_NAME = 100
 
 
 class AdapterCard(BaseModel):
@@ -84,11 +87,27 @@ def write_card(path: Path, card: AdapterCard) -> None:
     tmp.replace(path / CARD_NAME)
 
 
+def is_adapter_name(name: str) -> bool:
+    """A name that can only mean a folder directly under the adapters folder (no path, no '..')."""
+    return len(name) <= MAX_ADAPTER_NAME and ADAPTER_NAME.match(name) is not None and ".." not in name
+
+
+def unknown_adapter(name: str) -> NotFoundError:
+    """The one refusal for any name that is not a registered adapter: it says nothing about folders."""
+    shown = name[:MAX_ADAPTER_NAME].encode("utf-8", "backslashreplace").decode()
+    return NotFoundError(f"unknown adapter '{shown}'; `ragtune adapters list` or GET /v1/adapters names them")
+
+
 def adapter_path(adapters_dir: Path, name: str) -> Path:
-    path = adapters_dir / name
-    if not path.is_dir():
-        known = sorted(p.name for p in adapters_dir.iterdir() if p.is_dir()) if adapters_dir.is_dir() else []
-        raise NotFoundError(f"unknown adapter '{name}'; known: {', '.join(known) or 'none'}")
+    """The folder of the adapter registered as `name` (a PEFT adapter folder directly under `adapters_dir`).
+
+    A name is never a path: anything else (`/etc`, `../index`, a folder without `adapter_config.json`)
+    gets the same `unknown_adapter` error. Loading from a path is `Pipeline.load_adapter(name, path)`,
+    which the CLI offers after `check_adapter_dir`.
+    """
+    path = adapters_dir / name if is_adapter_name(name) else None
+    if path is None or not (path / "adapter_config.json").is_file():
+        raise unknown_adapter(name)
     return path
 
 

@@ -191,6 +191,10 @@ class ServingConfig(_Section):
     default_mode: Mode = "hybrid"
     default_adapter: str | None = None
     max_question_chars: int = Field(2000, ge=1)
+    max_document_chars: int = Field(200_000, ge=1, description="longest document text a request may store")
+    max_metadata_bytes: int = Field(16_384, ge=64, description="largest document metadata, as UTF-8 JSON")
+    max_metadata_depth: int = Field(6, ge=1, le=32, description="deepest nesting of objects/lists in metadata")
+    max_metadata_keys: int = Field(256, ge=1, description="most object keys in one document's metadata, all levels")
     max_new_tokens_cap: int = Field(512, ge=1, le=2048, description="largest max_new_tokens a request may ask")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="larger request bodies get 413")
     max_queue: int = Field(64, ge=1, description="waiting generations; beyond this, 503 + Retry-After")

@@ -11,7 +11,9 @@ WAL read transaction and are never blocked by it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,7 +31,7 @@ from ragtune.core.errors import DataError, NotFoundError
 from ragtune.core.models import load_embedder
 from ragtune.core.types import Chunk, Document, Hit
 from ragtune.retrieval.chunker import Chunker
-from ragtune.retrieval.protocol import IndexLockedError, IngestReport, SnapshotNotFoundError
+from ragtune.retrieval.protocol import IndexLockedError, IndexWriteError, IngestReport, SnapshotNotFoundError
 from ragtune.retrieval.ranking import Ranking, exact_top_k, mmr, rrf_fuse
 from ragtune.retrieval.rows import RowStore
 from ragtune.retrieval.store import Store
@@ -64,6 +66,23 @@ class _Plan:
     def replaced(self) -> list[str]:
         """Documents whose live chunks the commit retires."""
         return self.report.updated + self.report.deleted
+
+
+log = logging.getLogger("ragtune.retrieval")
+_SPACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO}
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _write_failed(exc: BaseException) -> bool:
+    """The storage refused a write: ENOSPC/EFBIG/EDQUOT/EIO, SQLite's SQLITE_FULL or SQLITE_IOERR_* (a
+    file-size limit shows as an I/O error), PostgreSQL's DiskFull."""
+    if isinstance(exc, OSError) and exc.errno in _SPACE_ERRNOS:
+        return True
+    name = str(getattr(exc, "sqlite_errorname", ""))
+    return name.startswith(("SQLITE_FULL", "SQLITE_IOERR")) or type(exc).__name__ == "DiskFull"
 
 
 class _Row(NamedTuple):
@@ -225,13 +244,19 @@ class Index:
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        """One SQLite write transaction: committed if the block finishes, rolled back if anything raises."""
+        """One write transaction: committed if the block finishes, rolled back if anything raises;
+        a full disk (or a file-size limit) becomes an `IndexWriteError` saying nothing was stored."""
         self.store.begin()
         try:
             yield
             self.store.commit()
-        except BaseException:
+        except BaseException as exc:
             self.store.rollback()
+            if _write_failed(exc):
+                raise IndexWriteError(
+                    f"index write failed ({_first_line(exc)}): the commit was rolled back and the index is as "
+                    "it was; check free disk space and file-size limits, then run the write again"
+                ) from None
             raise
 
     def upsert(self, docs: Iterable[Document], progress: bool = True) -> IngestReport:
@@ -374,7 +399,10 @@ class Index:
         """Bring the FAISS cache to the committed snapshot, and checkpoint it if enough has changed."""
         self.cache.apply(written.old_ids, written.new_ids, vecs, written.seq)
         if self.cache.should_checkpoint():
-            self.checkpoint()
+            try:
+                self.checkpoint()
+            except (OSError, RuntimeError) as exc:  # the rows are committed; the file is a cache
+                log.warning("FAISS checkpoint not written (%s); the next open rebuilds it", _first_line(exc))
 
     def copy_from(self, source: Index, progress: bool = True) -> str:
         """Copy another index's current snapshot into this empty one (documents, chunks, stored

@@ -25,6 +25,10 @@ class IndexLockedError(RagtuneError):
     """Another process holds the index's writer lock for longer than `retrieval.lock_timeout`."""
 
 
+class IndexWriteError(RagtuneError):
+    """A commit could not be written (disk full, file too large); it was rolled back, nothing of it stored."""
+
+
 @dataclass
 class IngestReport:
     """What one commit did to each document id, and the snapshot it made."""

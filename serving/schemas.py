@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from ragtune.core.config import Mode
+from ragtune.core.errors import DataError
 from ragtune.core.types import Answer
+from ragtune.retrieval.filters import parse_filters
+
+DOC_ID_PATTERN = r"^[^/\s\x00-\x1f\x7f]+$"
+SNAPSHOT_PATTERN = r"^[A-Za-z0-9._-]+$"
+
+
+def check_doc_id(value: str) -> str:
+    """Ids that a GET can name again: no '/', whitespace or control characters, not '.' or '..'."""
+    if value in (".", ".."):
+        raise ValueError("'.' and '..' are not document ids")
+    return value
+
+
+DocId = Annotated[str, Field(min_length=1, max_length=200, pattern=DOC_ID_PATTERN), AfterValidator(check_doc_id)]
 
 
 class _Body(BaseModel):
@@ -17,15 +32,28 @@ class _Body(BaseModel):
 class AnswerRequest(_Body):
     question: str = Field(min_length=1, max_length=8000)
     mode: Mode | None = Field(None, description="base | ft | rag | hybrid; default from serving.default_mode")
-    adapter: str | None = Field(None, min_length=1, max_length=200)
+    adapter: str | None = Field(None, min_length=1, max_length=200, description="a name from GET /v1/adapters")
     top_k: int | None = Field(None, ge=1, le=50)
     filters: dict[str, Any] | None = Field(
-        None, description='metadata filter: {key: value | [values] | {"$op": value}}; doc_id and title too'
+        None,
+        description='metadata filter: {key: value | [values] | {"$op": value}}; doc_id, title, updated_at too. '
+        "At most 32 keys and 256 values per $in; integers within +-2^53 (retrieval/filters.py)",
     )
-    snapshot: str | None = Field(None, min_length=1, max_length=100, description="index snapshot to search")
+    snapshot: str | None = Field(
+        None, min_length=1, max_length=100, pattern=SNAPSHOT_PATTERN, description="index snapshot to search"
+    )
     max_new_tokens: int | None = Field(None, ge=1, le=2048, description="capped by serving.max_new_tokens_cap")
     stream: bool = Field(False, description="server-sent events: `token` events, then one `done` event")
     ignore_eos: bool = Field(False, description="generate exactly max_new_tokens (for benchmarks)")
+
+    @field_validator("filters")
+    @classmethod
+    def _filters(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        try:  # the index's own parser: the edge and the index accept exactly the same grammar
+            parse_filters(value)
+        except DataError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
 
 AnswerResponse = Answer
@@ -41,18 +69,20 @@ class ErrorResponse(BaseModel):
 
 
 class DocumentIn(_Body):
-    text: str = Field(min_length=1)
+    text: str = Field(min_length=1, description="at most serving.max_document_chars; valid UTF-8, no NUL")
     title: str = Field("", max_length=500)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="JSON object within serving.max_metadata_bytes, _depth and _keys"
+    )
 
 
 class DocumentWithId(DocumentIn):
-    id: str = Field(min_length=1, max_length=200, pattern=r"^[^/\s]+$")
+    id: DocId
 
 
 class BatchRequest(_Body):
     upsert: list[DocumentWithId] = Field(default_factory=list, max_length=1000)
-    delete: list[str] = Field(default_factory=list, max_length=1000)
+    delete: list[DocId] = Field(default_factory=list, max_length=1000)
 
 
 class WriteResult(BaseModel):

@@ -70,7 +70,7 @@ def test_pinned_snapshot_and_unknown_ones(client):
         ("post", "/v1/documents:batch", {"upsert": [{"id": "has space", "text": "t"}]}, 422),
         ("post", "/v1/adapters/ghost:load", None, 404),
         ("post", "/v1/adapters/ghost:unload", None, 404),
-        ("post", "/v1/adapters/..:load", None, 422),
+        ("post", "/v1/adapters/..:load", None, 404),
     ],
 )
 def test_bad_document_and_adapter_requests(client, method, path, body, status):

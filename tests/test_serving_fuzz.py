@@ -1,7 +1,10 @@
-"""Property-based fuzz of the whole API from its own OpenAPI: no input may produce a 5xx.
+"""Property-based fuzz of the whole API: no input may produce a 5xx.
 
-Bounded: a fixed number of cases per operation and generation mode (valid and invalid inputs),
-derandomized, generation capped at two tokens. Every refusal must be the one JSON error envelope.
+Two fuzzers, both bounded and derandomized, generation capped at one or two tokens: schemathesis from
+the API's own OpenAPI (a fixed number of cases per operation and generation mode), and targeted
+hypothesis strategies (`api_fuzz.py`) at the fields requests can abuse, which also check that every
+accepted write reads back identically. Every refusal must be the one JSON error envelope.
+`bench/fuzz.py` runs the targeted fuzz at full size.
 """
 
 from collections import Counter
@@ -13,6 +16,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from ragtune.serving.app import create_app
+
+TARGETED_CASES = 600  # about 10-20 s here; bench/fuzz.py runs several thousand
 
 CASES = 12  # per operation and mode: about 15 operations x 2 modes x 12 = a few hundred cases
 
@@ -59,3 +64,16 @@ def test_no_request_gets_a_server_error(app, mode):
     assert (
         statuses.total() >= 100 and sum(n for s, n in statuses.items() if s < 300) >= 10
     )  # answers, not only refusals
+
+
+def test_targeted_fuzz_no_5xx_and_every_write_reads_back(serving_pipeline):
+    from api_fuzz import fuzz as targeted
+    from fastapi.testclient import TestClient
+
+    pipeline = serving_pipeline(
+        {"max_new_tokens_cap": 1, "default_mode": "base", "max_document_chars": 5000}, own_index=True
+    )
+    tally, _ = targeted(TestClient(create_app(pipeline)), str(pipeline.config.workspace), TARGETED_CASES)
+    assert not tally.problems, "\n".join(tally.problems[:10])
+    assert tally.cases == TARGETED_CASES and tally.server_errors == 0 and tally.unreadable_writes == 0
+    assert tally.writes >= 20 and sum(n for s, n in tally.statuses.items() if s < 300) >= 100, tally.kinds

@@ -5,14 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Path, Request
 from starlette.concurrency import run_in_threadpool
 
-from ragtune.core.adapters import list_adapters
+from ragtune.core.adapters import is_adapter_name, list_adapters, unknown_adapter
 from ragtune.core.errors import NotFoundError
 from ragtune.serving.contracts import AnswerPipeline
 from ragtune.serving.schemas import ERRORS, AdapterInfo
 from ragtune.serving.security import admin_access, read_access
 
 router = APIRouter(tags=["adapters"])
-Name = Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+Name = Path(min_length=1, max_length=200, description="a registered adapter's name; any other value is a 404")
 
 
 def _list(pipeline: AnswerPipeline) -> list[AdapterInfo]:
@@ -38,6 +38,8 @@ async def adapters(request: Request, _: str = read_access) -> list[AdapterInfo]:
 async def load(request: Request, name: str = Name, _: str = admin_access) -> AdapterInfo:
     """Load an adapter from the workspace; requests can name it right after."""
     pipeline: AnswerPipeline = request.app.state.pipeline
+    if not is_adapter_name(name):
+        raise unknown_adapter(name)
     if name not in pipeline.generator.adapters:
         # on the model thread, between batches, like every other torch call (core/threads.py)
         await request.app.state.scheduler.run(pipeline.load_adapter, name)
@@ -48,6 +50,8 @@ async def load(request: Request, name: str = Name, _: str = admin_access) -> Ada
 async def unload(request: Request, name: str = Name, _: str = admin_access) -> AdapterInfo:
     """Free an adapter's weights; a later ft/hybrid request for it loads it again."""
     pipeline: AnswerPipeline = request.app.state.pipeline
+    if not is_adapter_name(name):
+        raise unknown_adapter(name)
     if name not in pipeline.generator.adapters:
         raise NotFoundError(f"adapter '{name}' is not loaded")
     await request.app.state.scheduler.run(pipeline.generator.unload_adapter, name)

@@ -23,8 +23,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 
-from ragtune.core.adapters import list_adapters
+from ragtune.core.adapters import adapter_path, is_adapter_name, list_adapters
 from ragtune.core.config import MODES, TUNED, Mode, check_mode
+from ragtune.core.errors import NotFoundError
 from ragtune.core.models import portable_reference
 from ragtune.core.options import AnswerOptions
 from ragtune.core.prompt import Messages
@@ -45,9 +46,11 @@ from ragtune.serving.errors import ApiError, ClientGone
 from ragtune.serving.routers.answer import error_event
 from ragtune.serving.schemas import ERRORS
 from ragtune.serving.security import read_access
+from ragtune.serving.validation import check_text
 
 router = APIRouter(tags=["openai"])
 PREFIX = "ragtune-"
+MAX_CONTENT_CHARS = 100_000  # the question's own limit (serving.max_question_chars) applies after this
 
 
 def parse_model(model: str) -> tuple[Mode, str | None]:
@@ -58,6 +61,8 @@ def parse_model(model: str) -> tuple[Mode, str | None]:
         raise ApiError(404, "model_not_found", f"unknown model '{model}'; GET /v1/models lists them")
     if adapter and mode not in TUNED:
         raise ApiError(404, "model_not_found", f"model '{model}': mode '{mode}' takes no adapter")
+    if adapter and not is_adapter_name(adapter):
+        raise ApiError(404, "model_not_found", f"unknown model '{model}'; GET /v1/models lists them")
     return check_mode(mode), adapter or None
 
 
@@ -68,6 +73,16 @@ def _adapter_names(pipeline: AnswerPipeline) -> list[str]:
 def _base_names(pipeline: AnswerPipeline) -> list[str]:
     ref = pipeline.config.models.generator
     return list(dict.fromkeys([portable_reference(ref), ref]))
+
+
+def check_model(pipeline: AnswerPipeline, model: str, adapter: str | None) -> None:
+    """A model naming an adapter that is neither loaded nor registered is unknown, like any other."""
+    if adapter is None or adapter in pipeline.generator.adapters:
+        return
+    try:
+        adapter_path(pipeline.config.adapters_dir, adapter)
+    except NotFoundError:
+        raise ApiError(404, "model_not_found", f"unknown model '{model}'; GET /v1/models lists them") from None
 
 
 def model_ids(pipeline: AnswerPipeline) -> list[str]:
@@ -100,7 +115,9 @@ def _question(body: ChatRequest) -> str:
     users = [m for m in body.messages if m.role == "user" and m.text().strip()]
     if not users:
         raise ApiError(422, "invalid_request", "messages: no user message with text")
-    return users[-1].text()
+    question = users[-1].text()
+    check_text("messages: the last user message", question, MAX_CONTENT_CHARS)
+    return question
 
 
 def _response(body: ChatRequest, cid: str, created: int, ans: Answer, limit: int) -> ChatResponse:
@@ -129,6 +146,8 @@ async def chat_completions(body: ChatRequest, request: Request, _: str = read_ac
     """Chat completion in the OpenAI format, streaming (`stream: true`) or not."""
     engine = engine_model(request.app.state.pipeline, body.model)
     mode, adapter = engine or parse_model(body.model)
+    if engine is None:
+        check_model(request.app.state.pipeline, body.model, adapter)
     limit = body.max_completion_tokens or body.max_tokens
     options = AnswerOptions(mode=mode, adapter=adapter, max_new_tokens=limit)
     messages: Messages | None = [{"role": m.role, "content": m.text()} for m in body.messages] if engine else None

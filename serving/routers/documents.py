@@ -14,6 +14,7 @@ from ragtune.core.types import Document
 from ragtune.retrieval.index import Index, IngestReport
 from ragtune.serving.contracts import AnswerPipeline
 from ragtune.serving.schemas import (
+    DOC_ID_PATTERN,
     ERRORS,
     BatchRequest,
     DocumentIn,
@@ -23,9 +24,10 @@ from ragtune.serving.schemas import (
     WriteResult,
 )
 from ragtune.serving.security import admin_access, read_access
+from ragtune.serving.validation import check_document, invalid
 
 router = APIRouter(tags=["documents"])
-DocId = Path(min_length=1, max_length=200, pattern=r"^[^/\s]+$")
+DocId = Path(min_length=1, max_length=200, pattern=DOC_ID_PATTERN)
 
 
 def _result(*reports: IngestReport) -> WriteResult:
@@ -46,6 +48,9 @@ def _pipeline(request: Request) -> AnswerPipeline:
 @router.put("/v1/documents/{doc_id}", response_model=WriteResult, responses=ERRORS)
 async def put_document(body: DocumentIn, request: Request, doc_id: str = DocId, _: str = admin_access) -> WriteResult:
     """Add or replace one document; unchanged content costs nothing and keeps the snapshot."""
+    if doc_id in (".", ".."):
+        raise invalid("doc_id", "'.' and '..' are not document ids")
+    check_document("", body.text, body.title, body.metadata, _pipeline(request).config.serving)
     doc = Document(id=doc_id, text=body.text, title=body.title, metadata=body.metadata)
     report = await run_in_threadpool(_pipeline(request).write_index, lambda ix: ix.upsert([doc], progress=False))
     return _result(report)
@@ -98,6 +103,9 @@ def _batch(ix: Index, body: BatchRequest) -> IngestReport:
 @router.post("/v1/documents:batch", response_model=WriteResult, responses=ERRORS)
 async def batch(body: BatchRequest, request: Request, _: str = admin_access) -> WriteResult:
     """Upsert and delete several documents in one atomic commit (one new snapshot)."""
+    cfg = _pipeline(request).config.serving
+    for i, d in enumerate(body.upsert):
+        check_document(f"upsert.{i}.", d.text, d.title, d.metadata, cfg)
     report = await run_in_threadpool(_pipeline(request).write_index, lambda ix: _batch(ix, body))
     return _result(report)
 
