@@ -15,11 +15,12 @@ questions is measured before and after tuning.
 Training memory (issue 18): the sample verdict's ft-100 (`verdict-ft-100`: all 246 sample training
 examples in the verdict's seeded order, the default `tuning` settings: batch 8, max_length 384, one
 epoch) is trained twice, each in its own child process, side by side: the old path (the model's own
-loss over full-vocabulary logits, `AnswerLossTrainer.full_logits = True`, no checkpointing) and the
-new one (the loss on answer tokens only, `tuning/loss.py`, with `tuning.gradient_checkpointing`;
-`--no-checkpointing` measures the loss change alone). Peak RSS and validation loss of both; `--quick`
-stops both after a few optimiser steps (the longest batch comes first, so the same peak) and
-evaluates on the whole validation split. Prints one JSON object on the last line.
+loss over full-vocabulary logits, `AnswerLossTrainer.full_logits = True`, no checkpointing, glibc's
+default heap behaviour) and the new one as ragtune now runs it by default (the loss on answer tokens
+only, `tuning/loss.py`; `tuning.gradient_checkpointing: auto`, on for this batch; freed memory given
+back to the OS, `limit_heap_retention`); `--no-checkpointing` measures without checkpointing. Peak
+RSS and validation loss of both; `--quick` stops both after a few optimiser steps (the longest batch
+comes first, so the same peak) and evaluates on the whole validation split. Prints one JSON object on the last line.
 """
 
 from __future__ import annotations
@@ -198,23 +199,27 @@ def format_before_after(cfg: Any, examples: list[Any], adapter: Path, n: int) ->
     return {"questions": len(sample), "before": before, "after": after}
 
 
-def _verdict_config(ws: Path, checkpointing: bool) -> Any:
+def _verdict_config(ws: Path, checkpointing: bool | None) -> Any:
     from ragtune.core.config import load_config
 
     # the verdict's ft-100 runs on the default tuning settings; format adherence is not its figure here
-    return load_config(
-        workspace=ws, environ={}, overrides={"tuning": {"format_sample": 0, "gradient_checkpointing": checkpointing}}
-    )
+    tuning: dict[str, Any] = {"format_sample": 0}
+    if checkpointing is not None:
+        tuning["gradient_checkpointing"] = checkpointing
+    return load_config(workspace=ws, environ={}, overrides={"tuning": tuning})
 
 
-def arm_ft100(ws: Path, loss: str, max_steps: int | None, checkpointing: bool) -> dict[str, Any]:
+def arm_ft100(ws: Path, loss: str, max_steps: int | None, checkpointing: bool | None) -> dict[str, Any]:
     """The sample verdict's ft-100 with the old (full logits) or the new (answer tokens) loss."""
     from ragtune.eval.verdict.learning_curve import nested_subsets
+    from ragtune.tuning import trainer as trainer_module
     from ragtune.tuning.loss import AnswerLossTrainer
     from ragtune.tuning.trainer import train_adapter
 
     cfg = _verdict_config(ws, checkpointing)
     AnswerLossTrainer.full_logits = loss == "old"
+    if loss == "old":  # as ft-100 ran before: glibc keeps freed activations on its heap
+        trainer_module.limit_heap_retention = lambda *_a, **_k: False  # type: ignore[assignment]
     examples = nested_subsets(_examples(None), [1.0], cfg.generation.seed)[1.0]  # as `ragtune verdict` orders them
     result = train_adapter(examples, "verdict-ft-100", cfg, progress=False, max_steps=max_steps)
     m = result.card.metrics
@@ -224,6 +229,7 @@ def arm_ft100(ws: Path, loss: str, max_steps: int | None, checkpointing: bool) -
         "train_loss": m["train_loss"],
         "train_s": m["train_runtime_s"],
         "train_rows": result.card.n_train,
+        "gradient_checkpointing": result.card.hyperparameters["gradient_checkpointing"],
         "peak_rss_mb": _peak_mb(),
     }
 
@@ -258,7 +264,9 @@ def _ft100(out: Path, n: int | None, args: argparse.Namespace, steps: int | None
     (answer-token loss with gradient checkpointing, or without under --no-checkpointing), each in its
     own process so each peak RSS is its own; the two run side by side (wall time, not a timing race)."""
     steps_arg = ["--ft100-steps", str(steps or 0)]
-    extra = {"old": steps_arg, "new": steps_arg + ([] if args.no_checkpointing else ["--gradient-checkpointing"])}
+    extra = {"old": steps_arg + ["--checkpointing", "off"], "new": steps_arg}
+    if args.no_checkpointing:
+        extra["new"] = [*steps_arg, "--checkpointing", "off"]
     procs = {
         loss: subprocess.Popen(
             _arm_command("ft100", out / f"ft100-{loss}", n, args.epochs, 0, "--loss", loss, *extra[loss]),
@@ -277,7 +285,7 @@ def _ft100(out: Path, n: int | None, args: argparse.Namespace, steps: int | None
     return {
         "data": "sample verdict ft-100 (246 examples, default tuning settings)",
         "max_steps": steps,
-        "gradient_checkpointing": {"old": False, "new": not args.no_checkpointing},
+        "gradient_checkpointing": {k: r["gradient_checkpointing"] for k, r in runs.items()},
         "peak_rss_gb": {k: round(v, 2) for k, v in gb.items()},
         "val_loss": {"old": round(old["val_loss"], 4), "new": round(new["val_loss"], 4)},
         "train_loss": {"old": round(old["train_loss"], 4), "new": round(new["train_loss"], 4)},
@@ -310,7 +318,7 @@ def main() -> None:
     ap.add_argument(
         "--no-checkpointing", action="store_true", help="the new ft-100 path without tuning.gradient_checkpointing"
     )
-    ap.add_argument("--gradient-checkpointing", action="store_true", help=argparse.SUPPRESS)  # a child's setting
+    ap.add_argument("--checkpointing", choices=["off"], default=None, help=argparse.SUPPRESS)  # a child's setting
     ap.add_argument(
         "--memory-only", action="store_true", help="only the ft-100 training-memory comparison (old vs new loss)"
     )
@@ -322,7 +330,7 @@ def main() -> None:
     n_format = args.format_questions or (6 if args.quick else 12)
     ft100_steps = args.ft100_steps or (3 if args.quick else None)
     if args.arm == "ft100":
-        print(json.dumps(arm_ft100(args.ws, args.loss, ft100_steps, args.gradient_checkpointing)))
+        print(json.dumps(arm_ft100(args.ws, args.loss, ft100_steps, False if args.checkpointing else None)))
         return
     if args.arm:
         _child(args.arm, args.ws, n, args.epochs, n_format)
