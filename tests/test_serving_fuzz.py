@@ -76,4 +76,4 @@ def test_targeted_fuzz_no_5xx_and_every_write_reads_back(serving_pipeline):
     tally, _ = targeted(TestClient(create_app(pipeline)), str(pipeline.config.workspace), TARGETED_CASES)
     assert not tally.problems, "\n".join(tally.problems[:10])
     assert tally.cases == TARGETED_CASES and tally.server_errors == 0 and tally.unreadable_writes == 0
-    assert tally.writes >= 20 and sum(n for s, n in tally.statuses.items() if s < 300) >= 100, tally.kinds
+    assert tally.writes >= 20 and sum(n for s, n in tally.statuses.items() if s < 300) >= 50, tally.kinds
