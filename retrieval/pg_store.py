@@ -369,7 +369,9 @@ class PgStore:
             return []
         where, params = filter_sql(filters)
         rows = self._q(
-            "WITH n AS (SELECT count(*)::float8 AS n FROM rt_chunks c WHERE " + LIVE_AT + "),"
+            # the live chunk count: the snapshot's own figure (no scan), counted only when it is missing
+            "WITH n AS (SELECT COALESCE((SELECT n_chunks FROM rt_snapshots WHERE seq = %(seq)s LIMIT 1),"
+            " (SELECT count(*) FROM rt_chunks c WHERE " + LIVE_AT + "))::float8 AS n),"
             " t AS (SELECT q, (SELECT count(*) FROM rt_chunks c WHERE c.tsv @@ q AND " + LIVE_AT + ")::float8 AS df"
             " FROM unnest(%(terms)s::text[]) AS w(term), plainto_tsquery('english', w.term) AS q"
             " WHERE numnode(q) > 0)"
