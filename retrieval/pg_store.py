@@ -370,9 +370,11 @@ class PgStore:
         where, params = filter_sql(filters)
         rows = self._q(
             # the live chunk count: the snapshot's own figure (no scan), counted only when it is missing
-            "WITH n AS (SELECT COALESCE((SELECT n_chunks FROM rt_snapshots WHERE seq = %(seq)s LIMIT 1),"
+            "WITH n AS MATERIALIZED (SELECT COALESCE((SELECT n_chunks FROM rt_snapshots WHERE seq = %(seq)s LIMIT 1),"
             " (SELECT count(*) FROM rt_chunks c WHERE " + LIVE_AT + "))::float8 AS n),"
-            " t AS (SELECT q, (SELECT count(*) FROM rt_chunks c WHERE c.tsv @@ q AND " + LIVE_AT + ")::float8 AS df"
+            " t AS MATERIALIZED (SELECT q, (SELECT count(*) FROM rt_chunks c WHERE c.tsv @@ q AND "
+            + LIVE_AT
+            + ")::float8 AS df"
             " FROM unnest(%(terms)s::text[]) AS w(term), plainto_tsquery('english', w.term) AS q"
             " WHERE numnode(q) > 0)"
             " SELECT c.id, sum(ln(1 + (n.n - t.df + 0.5) / (t.df + 0.5)) * " + TERM_RANK + ") AS s"
