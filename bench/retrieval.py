@@ -211,6 +211,20 @@ def build_synthetic(path: Path, n: int, vecs: np.ndarray, texts: list[str]) -> N
     store.close()
 
 
+def timed_updates(ix: Any, n: int, new_vecs: np.ndarray, prng: random.Random) -> list[float]:
+    """Milliseconds of one-document durable updates, one per vector in `new_vecs` after the first: round 0
+    warms up (tokenizer copy, first page reads) and is not timed. The vectors stand in for the embedder."""
+    ms = []
+    for r in range(len(new_vecs)):
+        doc = Document(id=f"syn-{prng.randrange(n)}", text=synthetic_text(prng))
+        ix.embed = lambda _texts, progress=False, _v=new_vecs[r : r + 1]: _v
+        t0 = time.perf_counter()
+        ix.upsert([doc], progress=False)
+        if r:
+            ms.append((time.perf_counter() - t0) * 1000)
+    return ms
+
+
 def durable_updates(work: Path, n: int, rounds: int, lc_rounds: int, model: Any) -> dict[str, Any]:
     rng, prng = np.random.default_rng(0), random.Random(0)
     vecs = synthetic_vectors(n, rng)
@@ -222,14 +236,7 @@ def durable_updates(work: Path, n: int, rounds: int, lc_rounds: int, model: Any)
     ix._model = model  # the chunker needs the tokenizer; embedding itself is excluded below
     log(f"synthetic index of {n} chunks ready in {time.perf_counter() - t0:.1f} s")
     new_vecs = synthetic_vectors(rounds + lc_rounds + 2, rng)
-    ours = []
-    for r in range(rounds + 1):  # round 0 warms up (tokenizer copy, first page reads) and is not timed
-        doc = Document(id=f"syn-{prng.randrange(n)}", text=synthetic_text(prng))
-        ix.embed = lambda _texts, progress=False, _v=new_vecs[r : r + 1]: _v  # type: ignore[method-assign]
-        t0 = time.perf_counter()
-        ix.upsert([doc], progress=False)
-        if r:
-            ours.append((time.perf_counter() - t0) * 1000)
+    ours = timed_updates(ix, n, new_vecs[: rounds + 1], prng)
     assert ix.vector_count == n and ix.store.counts() == (n, n)
     ix.close()
 
@@ -310,14 +317,7 @@ def pg_updates_and_queries(dsn: str, n: int, rounds: int, model: Any) -> dict[st
     ix = PgIndex(dsn)
     ix._model = model
     new_vecs = synthetic_vectors(rounds + 1, rng)
-    ms = []
-    for r in range(rounds + 1):
-        doc = Document(id=f"syn-{prng.randrange(n)}", text=synthetic_text(prng))
-        ix.embed = lambda _texts, progress=False, _v=new_vecs[r : r + 1]: _v  # type: ignore[method-assign]
-        t0 = time.perf_counter()
-        ix.upsert([doc], progress=False)
-        if r:
-            ms.append((time.perf_counter() - t0) * 1000)
+    ms = timed_updates(ix, n, new_vecs, prng)
     queries = synthetic_vectors(rounds * 2, rng)
     lat: dict[str, Any] = {}
     for mode in MODES:
