@@ -33,6 +33,17 @@ FACTS = [
 ]
 
 
+# Fixtures that load the generator or train: a test that uses any of them (directly or through another
+# fixture) is marked `model`, so `make test-fast` (-m "not model and not slow") leaves it out.
+MODEL_FIXTURES = {"model_and_tokenizer", "tiny_adapter", "generator", "pipeline_factory", "serving_pipeline"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.model)
+
+
 @pytest.fixture(scope="session")
 def fact_docs() -> list[Document]:
     return [Document(id=i, title=t, text=x) for i, t, x in FACTS]
