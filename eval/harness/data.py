@@ -51,7 +51,8 @@ def _items(rows: Iterable[tuple[str, Any]]) -> list[EvalItem]:
             item = row if isinstance(row, EvalItem) else EvalItem.model_validate(need_mapping(where, row, KEYS))
         except ValidationError as exc:
             err = exc.errors()[0]
-            raise DataError(f"{where}: field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+            loc = ".".join(map(str, err["loc"]))
+            raise DataError(f"{where}: {f'field {loc!r}: ' if loc else ''}{err['msg']}") from None
         if item.id in seen:
             raise DataError(f"{where}: duplicate id '{item.id}'")
         seen.add(item.id)
