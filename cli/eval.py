@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from ragtune.cli.options import ConfigFile, Workspace, console, load_cli_config
+from ragtune.cli.options import OFF, ConfigFile, Workspace, console, load_cli_config
 from ragtune.core.errors import ConfigError
+from ragtune.eval.harness.arms import DatasetKind
 
 app = typer.Typer()
 eval_app = typer.Typer(invoke_without_command=True, no_args_is_help=False)
@@ -18,26 +19,51 @@ app.add_typer(eval_app, name="eval", help="Run arms on one eval set and report (
 @eval_app.callback()
 def eval_cmd(
     ctx: typer.Context,
-    data: Annotated[Path | None, typer.Option("--data", help="Eval data: JSONL {id, question, answers}.")] = None,
-    suite_file: Annotated[Path | None, typer.Option("--suite", help="Suite YAML: data, arms, variants.")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Eval data: JSONL {id, question, answers}.", show_default="the suite's data"),
+    ] = None,
+    suite_file: Annotated[
+        Path | None, typer.Option("--suite", help="Suite YAML: data, arms, variants.", show_default="none")
+    ] = None,
     dataset: Annotated[
-        str | None, typer.Option("--dataset", help="jsonl | cmu_qa | scifact | hotpotqa (how to read --data).")
+        DatasetKind | None,
+        typer.Option("--dataset", help="How to read --data.", show_default="the suite's, else jsonl"),
     ] = None,
     arms: Annotated[
-        str | None, typer.Option("--arms", help="Comma-separated modes (default: the suite's, else eval.arms).")
+        str | None,
+        typer.Option("--arms", help="Comma-separated modes.", show_default="the suite's, else eval.arms"),
     ] = None,
-    adapter: Annotated[str | None, typer.Option("--adapter", help="Adapter for ft/hybrid arms.")] = None,
+    adapter: Annotated[
+        str | None,
+        typer.Option(
+            "--adapter", help="Adapter for ft/hybrid arms.", show_default="serving.default_adapter or the newest"
+        ),
+    ] = None,
     endpoint: Annotated[
-        str | None, typer.Option("--endpoint", help="Evaluate a running server (POST URL/v1/answer) instead.")
+        str | None,
+        typer.Option(
+            "--endpoint", help="Evaluate a running server (POST URL/v1/answer) instead.", show_default="in-process"
+        ),
     ] = None,
-    token: Annotated[str | None, typer.Option("--token", envvar="RAGTUNE_TOKEN", help="Token for --endpoint.")] = None,
-    snapshot: Annotated[str | None, typer.Option("--snapshot", help="Snapshot to pin (default: current).")] = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", envvar="RAGTUNE_TOKEN", help="Token for --endpoint.", show_default="none"),
+    ] = None,
+    snapshot: Annotated[str | None, typer.Option("--snapshot", help="Snapshot to pin.", show_default="current")] = None,
     update: Annotated[
-        Path | None, typer.Option("--update", help="Freshness: documents applied between a before and an after run.")
+        Path | None,
+        typer.Option(
+            "--update", help="Freshness: documents applied between a before and an after run.", show_default="none"
+        ),
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for records and reports.")] = Path("eval-out"),
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="A seeded sample of N questions.")] = None,
-    fresh: Annotated[bool, typer.Option("--fresh", help="Discard records of an earlier run in --out.")] = False,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="A seeded sample of N questions.", show_default="all")
+    ] = None,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Discard records of an earlier run in --out.", show_default=OFF)
+    ] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar per arm.")] = True,
     workspace: Workspace = None,
     config: ConfigFile = None,

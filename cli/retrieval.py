@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
-from ragtune.cli.options import ConfigFile, Workspace, console, load_cli_config
-from ragtune.core.config import Config
+from ragtune.cli.options import OFF, ConfigFile, Workspace, console, load_cli_config
+from ragtune.core.config import Config, SearchMode
 from ragtune.core.errors import RagtuneError
 
 app = typer.Typer()
@@ -107,13 +107,16 @@ def search(
     query: Annotated[str, typer.Argument(help="What to look for.")],
     k: Annotated[int, typer.Option("-k", min=1, max=100, help="How many hits.")] = 5,
     mode: Annotated[
-        str | None, typer.Option("--mode", help="dense, lexical or hybrid [default: retrieval.search_mode].")
+        SearchMode | None, typer.Option("--mode", help="Ranking.", show_default="retrieval.search_mode")
     ] = None,
     filters: Annotated[
-        list[str] | None, typer.Option("--filter", help="key=value on document metadata; repeatable.")
+        list[str] | None,
+        typer.Option("--filter", help="key=value on document metadata; repeatable.", show_default="no filter"),
     ] = None,
-    snapshot: Annotated[str | None, typer.Option("--snapshot", help="Search a kept snapshot instead.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    snapshot: Annotated[
+        str | None, typer.Option("--snapshot", help="Search a kept snapshot instead.", show_default="current")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.", show_default=OFF)] = False,
     workspace: Workspace = None,
     config: ConfigFile = None,
 ) -> None:
@@ -141,7 +144,7 @@ def index_stats(ctx: typer.Context, workspace: Workspace = None, config: ConfigF
 
 @index_app.command("snapshots")
 def snapshots(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.", show_default=OFF)] = False,
     workspace: Workspace = None,
     config: ConfigFile = None,
 ) -> None:
@@ -162,10 +165,12 @@ def snapshots(
 
 @index_app.command("migrate")
 def migrate(
-    to: Annotated[str, typer.Option("--to", help="Backend to copy into: postgres or embedded.")],
+    to: Annotated[Literal["postgres", "embedded"], typer.Option("--to", help="Backend to copy into.")],
     dsn: Annotated[
         str | None,
-        typer.Option("--dsn", help="PostgreSQL connection string [default: retrieval.dsn / RAGTUNE_RETRIEVAL__DSN]."),
+        typer.Option(
+            "--dsn", help="PostgreSQL connection string.", show_default="retrieval.dsn / RAGTUNE_RETRIEVAL__DSN"
+        ),
     ] = None,
     workspace: Workspace = None,
     config: ConfigFile = None,

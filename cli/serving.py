@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ragtune.cli.options import ConfigFile, Workspace, console, load_cli_config
+from ragtune.cli.options import OFF, ConfigFile, Workspace, console, load_cli_config
+from ragtune.core.config import Mode
 
 app = typer.Typer()
 
@@ -30,14 +31,22 @@ def _adapter_ref(pipeline: Any, ref: str | None) -> str | None:
 def ask(
     question: Annotated[str, typer.Argument(help="The question.")],
     mode: Annotated[
-        str | None, typer.Option("--mode", "-m", help="base | ft | rag | hybrid [default: serving.default_mode]")
+        Mode | None, typer.Option("--mode", "-m", help="Answer mode.", show_default="serving.default_mode")
     ] = None,
     adapter: Annotated[
         str | None,
-        typer.Option("--adapter", help="Adapter name for ft/hybrid (default: newest), or a PEFT adapter folder path."),
+        typer.Option(
+            "--adapter",
+            help="Adapter name for ft/hybrid, or a PEFT adapter folder path.",
+            show_default="serving.default_adapter or the newest",
+        ),
     ] = None,
-    top_k: Annotated[int | None, typer.Option("-k", min=1, max=50, help="Chunks to retrieve.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the whole answer record as JSON.")] = False,
+    top_k: Annotated[
+        int | None, typer.Option("-k", min=1, max=50, help="Chunks to retrieve.", show_default="retrieval.top_k")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the whole answer record as JSON.", show_default=OFF)
+    ] = False,
     workspace: Workspace = None,
     config: ConfigFile = None,
 ) -> None:
@@ -74,10 +83,13 @@ def ask(
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address (default from config: 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default from config: 8000).")] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Bind address.", show_default="serving.host: 127.0.0.1")
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port.", show_default="serving.port: 8000")] = None,
     workers: Annotated[
-        int | None, typer.Option("--workers", min=1, max=64, help="Worker processes (default: serving.workers).")
+        int | None,
+        typer.Option("--workers", min=1, max=64, help="Worker processes.", show_default="serving.workers: 1"),
     ] = None,
     workspace: Workspace = None,
     config: ConfigFile = None,

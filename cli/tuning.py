@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from ragtune.cli.options import ConfigFile, Workspace, console, load_cli_config
+from ragtune.cli.options import OFF, ConfigFile, Workspace, console, load_cli_config
 from ragtune.core.config import Config
 from ragtune.core.errors import DataError, RagtuneError
 
@@ -86,26 +86,45 @@ def tune(  # noqa: PLR0913 - each parameter is a command-line option
             "--data",
             help="JSONL/CSV or a saved `datasets` folder: {question, answer, context?, doc_id?|group?}, "
             "{instruction, input?, output} or {messages}. Not needed with --objective causal-lm.",
+            show_default="none",
         ),
     ] = None,
-    epochs: Annotated[float | None, typer.Option("--epochs", help="Overrides tuning.epochs.")] = None,
-    raft: Annotated[bool, typer.Option("--raft", help="Contexts from the live index: gold kept with p.")] = False,
-    raft_p: Annotated[float | None, typer.Option("--raft-p", help="Overrides tuning.raft_p.")] = None,
-    raft_k: Annotated[int | None, typer.Option("--raft-k", help="Overrides tuning.raft_k.")] = None,
+    epochs: Annotated[
+        float | None, typer.Option("--epochs", help="Passes over the data.", show_default="tuning.epochs")
+    ] = None,
+    raft: Annotated[
+        bool, typer.Option("--raft", help="Contexts from the live index: gold kept with p.", show_default=OFF)
+    ] = False,
+    raft_p: Annotated[
+        float | None,
+        typer.Option("--raft-p", help="Share of RAFT rows keeping the gold passage.", show_default="tuning.raft_p"),
+    ] = None,
+    raft_k: Annotated[
+        int | None, typer.Option("--raft-k", help="Passages per RAFT row.", show_default="tuning.raft_k")
+    ] = None,
     objective: Annotated[
         Literal["sft", "causal-lm"] | None,
-        typer.Option("--objective", help="sft (answers) or causal-lm (indexed corpus text)."),
+        typer.Option(
+            "--objective", help="sft (answers) or causal-lm (indexed corpus text).", show_default="tuning.objective"
+        ),
     ] = None,
-    method: Annotated[Literal["lora", "full"] | None, typer.Option("--method", help="lora or full.")] = None,
+    method: Annotated[
+        Literal["lora", "full"] | None,
+        typer.Option("--method", help="LoRA adapter or full weights.", show_default="tuning.method"),
+    ] = None,
     init_adapter: Annotated[
-        str | None, typer.Option("--from", help="Continue training this adapter (name or folder).")
+        str | None,
+        typer.Option("--from", help="Continue training this adapter (name or folder).", show_default="none"),
     ] = None,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps.")] = None,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", help="Stop after this many steps.", show_default="the epochs'")
+    ] = None,
     accelerate_config: Annotated[
         Path | None,
         typer.Option(
             ACCELERATE_FLAG,
             help="Re-run this command under `accelerate launch --config_file FILE` (multi-GPU, DeepSpeed, FSDP).",
+            show_default="none: this process",
         ),
     ] = None,
     workspace: Workspace = None,
@@ -186,7 +205,10 @@ def adapters_show(name: str, workspace: Workspace = None, config: ConfigFile = N
 @adapters_app.command("merge")
 def adapters_merge(
     name: str,
-    out: Annotated[Path | None, typer.Option("--out", help="Default: WORKSPACE/models/NAME-merged.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where the merged model goes.", show_default="WORKSPACE/models/NAME-merged"),
+    ] = None,
     workspace: Workspace = None,
     config: ConfigFile = None,
 ) -> None:

@@ -7,30 +7,49 @@ from typing import Annotated
 
 import typer
 
-from ragtune.cli.options import ConfigFile, Workspace, console, load_cli_config
+from ragtune.cli.options import OFF, ConfigFile, Workspace, console, load_cli_config
 from ragtune.core.errors import RagtuneError
 
 app = typer.Typer()
+NEEDED = "none: needed unless --sample or --suite"
 
 
 @app.command()
 def verdict(
-    data: Annotated[Path | None, typer.Option("--data", help="Eval JSONL {id, question, answers, doc_ids?}.")] = None,
-    train: Annotated[Path | None, typer.Option("--train", help="Training JSONL {question, answer, ...}.")] = None,
-    docs: Annotated[list[Path] | None, typer.Option("--docs", help="Documents: folder(s), files or JSONL.")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Eval JSONL {id, question, answers, doc_ids?}.", show_default=NEEDED),
+    ] = None,
+    train: Annotated[
+        Path | None, typer.Option("--train", help="Training JSONL {question, answer, ...}.", show_default=NEEDED)
+    ] = None,
+    docs: Annotated[
+        list[Path] | None,
+        typer.Option("--docs", help="Documents: folder(s), files or JSONL; repeatable.", show_default=NEEDED),
+    ] = None,
     update: Annotated[
-        Path | None, typer.Option("--update", help="New versions of some documents, to measure update cost.")
+        Path | None,
+        typer.Option("--update", help="New versions of some documents, to measure update cost.", show_default="none"),
     ] = None,
     update_data: Annotated[
         Path | None,
-        typer.Option("--update-data", help="Eval JSONL about the changed facts (answers = new, stale_answers = old)."),
+        typer.Option(
+            "--update-data",
+            help="Eval JSONL about the changed facts (answers = new, stale_answers = old).",
+            show_default="none",
+        ),
     ] = None,
     sample: Annotated[
-        bool, typer.Option("--sample", help="Use the bundled sample domain for every input not given.")
+        bool,
+        typer.Option("--sample", help="Use the bundled sample domain for every input not given.", show_default=OFF),
     ] = False,
     suite: Annotated[
         Path | None,
-        typer.Option("--suite", help="Verdict suite YAML declaring the inputs (or dataset: cmu_qa); docs/verdict.md."),
+        typer.Option(
+            "--suite",
+            help="Verdict suite YAML declaring the inputs (or dataset: cmu_qa); docs/verdict.md.",
+            show_default="none",
+        ),
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for verdict.md/.html/.json.")] = Path("verdict-out"),
     workspace: Workspace = None,

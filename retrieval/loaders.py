@@ -9,20 +9,26 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from ragtune.core.errors import DataError
+from ragtune.core.inputs import as_path, missing_keys, need_mapping, rows_of
 from ragtune.core.types import Document
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown"}
 HTML_SUFFIXES = {".html", ".htm"}
 SUPPORTED = TEXT_SUFFIXES | HTML_SUFFIXES | {".pdf", ".jsonl", ".csv"}
 SUPPORTED_TEXT = ".txt, .md, .html, .pdf, .csv or .jsonl"
+
+# what the Python API takes as documents: Documents or dicts (a list, a generator or a datasets.Dataset), or a path
+DocumentsInput = Iterable[Document | Mapping[str, Any]] | str | os.PathLike[str]
 
 
 @dataclass
@@ -213,3 +219,25 @@ def load_documents(paths: Iterable[Path | str]) -> list[Document]:
     if result.errors:
         raise DataError(result.errors[0])
     return result.documents
+
+
+def _document_row(where: str, row: Any) -> Document:
+    if isinstance(row, Document):
+        return row
+    row = need_mapping(where, row, "id and text")
+    missing_keys(where, row, ("id", "text"))
+    if not isinstance(row["text"], str) or not row["text"].strip():
+        raise DataError(f"{where}: 'text' must be a non-empty string")
+    try:
+        return Document.model_validate({**row, "id": str(row["id"])})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise DataError(f"{where}: field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+
+
+def documents_from(data: DocumentsInput, what: str = "documents") -> list[Document]:
+    """Documents from a path (as `load_documents`), or a list of Documents / dicts {id, text, title?,
+    metadata?} / a `datasets.Dataset` with those columns: the notebook's way in."""
+    if isinstance(data, str | os.PathLike):
+        return load_documents([as_path(data)])
+    return [_document_row(where, row) for where, row in rows_of(data, what)]

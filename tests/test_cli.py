@@ -5,7 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from ragtune.cli import app
@@ -38,7 +40,6 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path: Path):
     cases = [
         (["ingest", str(tmp_path / "missing")], "path not found"),
         (["ingest", str(bad)], "bad.jsonl:2: malformed JSON"),
-        (["ask", "hello", "--mode", "turbo"], "unknown mode 'turbo'"),
         (["eval", "--data", str(bad), "--arms", "base,warp"], "unknown mode 'warp'"),
         (["tune", "--data", str(tmp_path / "none.jsonl"), "--name", "x"], "training data not found"),
     ]
@@ -51,6 +52,45 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path: Path):
         lines = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("error:")]
         assert len(lines) == 1 and needle in r.stderr.replace("\n", ""), (args, r.stderr)
         assert "Traceback" not in r.stderr
+
+
+def test_a_bad_choice_names_the_choices_and_exits_2(tmp_path: Path):
+    r = _run("ask", "hello", "--mode", "turbo", "--workspace", str(tmp_path / "ws"), cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "'turbo' is not one of 'base', 'ft', 'rag', 'hybrid'" in " ".join(r.stderr.replace("│", " ").split())
+
+
+def _commands(cmd: click.Command, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
+    """Every command and sub-command with the words that invoke it."""
+    out = [(path, cmd)]
+    if isinstance(cmd, click.Group):
+        for name, sub in cmd.commands.items():
+            out += _commands(sub, (*path, name))
+    return out
+
+
+def test_help_shows_every_options_default():
+    """Each optional option prints `[default: ...]` (the help once lost the ones written into its text to
+    Rich markup, and options defaulting to a config key showed nothing)."""
+    for path, cmd in _commands(typer.main.get_command(app)):
+        options = [p for p in cmd.params if isinstance(p, click.Option) and not p.required and p.name != "help"]
+        if not options:
+            continue
+        r = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "100"})
+        assert r.exit_code == 0, path
+        assert r.output.count("[default:") == len(options), (path, r.output)
+        assert "[default: ()]" not in r.output
+
+
+def test_help_shows_choices_and_config_defaults():
+    ask = runner.invoke(app, ["ask", "--help"], env={"COLUMNS": "200"}).output
+    assert "<base|ft|rag|hybrid>" in ask and "[default: (serving.default_mode)]" in ask
+    assert "[default: (.ragtune)]" in ask and "[default: (retrieval.top_k)]" in ask
+    search = runner.invoke(app, ["search", "--help"], env={"COLUMNS": "200"}).output
+    assert "<dense|lexical|hybrid>" in search and "[default: 5]" in search
+    migrate = runner.invoke(app, ["index", "migrate", "--help"], env={"COLUMNS": "200"}).output
+    assert "<postgres|embedded>" in migrate
+    assert "<jsonl|cmu_qa|scifact|hotpotqa>" in runner.invoke(app, ["eval", "--help"], env={"COLUMNS": "200"}).output
 
 
 def test_ingest_search_roundtrip(tmp_path: Path):

@@ -10,16 +10,18 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from ragtune.core.errors import DataError
+from ragtune.core.inputs import as_path, rows_of
 from ragtune.core.types import ContextBlock
 
-__all__ = ["Example", "data_hash", "load_examples", "row_to_example"]
+__all__ = ["Example", "ExamplesInput", "data_hash", "examples_from", "load_examples", "row_to_example"]
 
 
 class Example(BaseModel):
@@ -48,6 +50,10 @@ class Example(BaseModel):
         row["group"] = None if group is None else str(group)
         keep = ("question", "answer", "context", "group", "doc_id", "title")
         return {k: row[k] for k in keep if k in row}
+
+
+# what the Python API takes as training data: Examples or dicts (a list or a datasets.Dataset), or a path
+ExamplesInput = Iterable[Example | Mapping[str, Any]] | str | os.PathLike[str]
 
 
 def _from_messages(row: dict[str, Any]) -> dict[str, Any]:
@@ -147,13 +153,13 @@ def _rows(path: Path) -> Iterator[tuple[str, Any]]:
     return _jsonl_rows(path)
 
 
-def load_examples(path: Path) -> list[Example]:
-    """All rows of a JSONL/CSV file or a `datasets.save_to_disk` folder; the first bad row is an error."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"training data not found: {path}")
+def _examples(rows: Iterable[tuple[str, Any]]) -> list[Example]:
+    """Each (where, row) as an Example; the first bad row is a DataError that names where it is."""
     examples: list[Example] = []
-    for where, row in _rows(path):
+    for where, row in rows:
+        if isinstance(row, Example):
+            examples.append(row)
+            continue
         try:
             examples.append(row_to_example(row))
         except ValidationError as exc:
@@ -162,8 +168,28 @@ def load_examples(path: Path) -> list[Example]:
             raise DataError(f"{where}: {loc + ': ' if loc else ''}{err['msg']}") from None
         except (ValueError, TypeError, KeyError) as exc:
             raise DataError(f"{where}: {exc}") from None
+    return examples
+
+
+def load_examples(path: Path) -> list[Example]:
+    """All rows of a JSONL/CSV file or a `datasets.save_to_disk` folder; the first bad row is an error."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"training data not found: {path}")
+    examples = _examples(_rows(path))
     if not examples:
         raise DataError(f"training data {path} holds no examples")
+    return examples
+
+
+def examples_from(data: ExamplesInput, what: str = "examples") -> list[Example]:
+    """Training examples from a path (as `load_examples`) or in memory: Examples, dicts in any of the
+    three row shapes, or a `datasets.Dataset` with those columns."""
+    if isinstance(data, str | os.PathLike):
+        return load_examples(as_path(data))
+    examples = _examples(rows_of(data, what))
+    if not examples:
+        raise DataError(f"{what}: no training examples given")
     return examples
 
 

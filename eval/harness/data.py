@@ -6,13 +6,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from ragtune.core.errors import DataError
+from ragtune.core.inputs import as_path, need_mapping, rows_of
 
 T = TypeVar("T")
 
@@ -37,28 +39,59 @@ class EvalItem(BaseModel):
         return str(v)
 
 
-def load_items(path: Path) -> list[EvalItem]:
-    if not path.is_file():
-        raise DataError(f"eval data not found: {path}")
+KEYS = "id, question and answers"
+
+
+def _items(rows: Iterable[tuple[str, Any]]) -> list[EvalItem]:
+    """Each (where, row) as an EvalItem, ids unique; the first bad row is a DataError naming where it is."""
     items: list[EvalItem] = []
     seen: set[str] = set()
+    for where, row in rows:
+        try:
+            item = row if isinstance(row, EvalItem) else EvalItem.model_validate(need_mapping(where, row, KEYS))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(map(str, err["loc"]))
+            raise DataError(f"{where}: {f'field {loc!r}: ' if loc else ''}{err['msg']}") from None
+        if item.id in seen:
+            raise DataError(f"{where}: duplicate id '{item.id}'")
+        seen.add(item.id)
+        items.append(item)
+    return items
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                item = EvalItem.model_validate(json.loads(line))
+                yield f"{path}:{lineno}", json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None
-            except ValidationError as exc:
-                err = exc.errors()[0]
-                raise DataError(f"{path}:{lineno}: field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
-            if item.id in seen:
-                raise DataError(f"{path}:{lineno}: duplicate id '{item.id}'")
-            seen.add(item.id)
-            items.append(item)
+
+
+def load_items(path: Path) -> list[EvalItem]:
+    if not path.is_file():
+        raise DataError(f"eval data not found: {path}")
+    items = _items(_jsonl_rows(path))
     if not items:
         raise DataError(f"eval data {path} holds no items")
+    return items
+
+
+# what the Python API takes as eval questions: EvalItems or dicts (a list or a datasets.Dataset), or a JSONL path
+ItemsInput = Iterable[EvalItem | Mapping[str, Any]] | str | os.PathLike[str]
+
+
+def items_from(data: ItemsInput, what: str = "questions") -> list[EvalItem]:
+    """Eval questions from a JSONL path (as `load_items`) or in memory: EvalItems, dicts
+    {id, question, answers, doc_ids?} or a `datasets.Dataset` with those columns."""
+    if isinstance(data, str | os.PathLike):
+        return load_items(as_path(data))
+    items = _items(rows_of(data, what))
+    if not items:
+        raise DataError(f"{what}: no eval questions given")
     return items
 
 
