@@ -57,7 +57,7 @@ lint: install
 	# mypy resolves `ragtune.*` through a link, since the package maps to this folder
 	mkdir -p $(VENV)/mypy-src && ln -sfn $(CURDIR) $(VENV)/mypy-src/ragtune
 	MYPYPATH=$(VENV)/mypy-src $(VENV)/bin/mypy -p ragtune.core -p ragtune.retrieval -p ragtune.tuning \
-		-p ragtune.serving -p ragtune.eval -p ragtune.cli
+		-p ragtune.serving -p ragtune.eval -p ragtune.cli -m ragtune -m ragtune.api
 
 # The standalone benchmarks; raft_control_cmuqa.py follows a verdict run (-w WS), so it is not here.
 # BENCH_ARGS=--quick runs each in about two minutes; without it the CMU-QA ones take over an hour.
