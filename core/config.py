@@ -163,8 +163,8 @@ class TuningConfig(_Section):
     )
     gradient_checkpointing: bool | Literal["auto"] = Field(
         "auto",
-        description="recompute activations in backward: less memory, slower; auto: on when a micro-batch's"
-        " activations would take over 2 GB (the default ft-100 batch of 8 x 384 tokens on SmolLM2-135M)",
+        description="recompute activations in backward: less memory, slower; auto: on when a micro-batch of"
+        " the longest training rows would keep over 2 GB of activations (the sample's ft-100 on SmolLM2-135M)",
     )
     quantize: Literal["none", "4bit"] = Field("none", description="4bit: QLoRA through bitsandbytes (CUDA only)")
     early_stopping_patience: int = Field(2, ge=0, description="epochs without val-loss gain before stopping; 0 = off")

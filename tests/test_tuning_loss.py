@@ -214,6 +214,10 @@ def test_gradient_checkpointing_auto_turns_on_for_the_default_ft100_batch(model_
     assert not wants_checkpointing(_run(tmp_path, batch_size=2).tuning, base.config)  # small batches stay fast
     assert not wants_checkpointing(_run(tmp_path, gradient_checkpointing=False).tuning, base.config)
     assert wants_checkpointing(_run(tmp_path, batch_size=1, gradient_checkpointing=True).tuning, base.config)
+    # decided on the rows as they are: the sample's longest row (245 tokens) keeps it on, short rows turn it off
+    assert wants_checkpointing(run.tuning, base.config, longest=245)
+    assert not wants_checkpointing(run.tuning, base.config, longest=100)
+    assert wants_checkpointing(run.tuning, base.config, longest=10_000)  # bounded by max_length, still on
 
     class _Model:
         config = base.config

@@ -160,10 +160,10 @@ def train_adapter(  # noqa: PLR0913 - callers pass these options by keyword
     )
     run = _start(name, config, options)
     model, tok, builder = _load_model(config, run.device)
-    run = _resolve_checkpointing(run, model)
+    data = _prepare_data(examples, run, tok, builder)
+    run = _resolve_checkpointing(run, model, _longest_row(data))
     if run.device == "cpu" and run.tuning.gradient_checkpointing is True:
         limit_heap_retention()  # where memory is the constraint; small batches keep glibc's faster heap
-    data = _prepare_data(examples, run, tok, builder)
     model = _wrap_model(model, run.tuning, init_adapter)
     hyper = _hyperparameters(run, _peft_targets(model))
     resume = _prepare_resume(run.ckpt_dir, f"{data.data_hash}-{json.dumps(hyper, sort_keys=True, default=str)}")
@@ -316,17 +316,23 @@ def activation_bytes(model_config: Any, batch_size: int, max_length: int) -> int
     return int(batch_size * max_length * layers * hidden * ACTIVATION_BYTES)
 
 
-def wants_checkpointing(cfg: TuningConfig, model_config: Any) -> bool:
-    """`tuning.gradient_checkpointing` resolved: auto is on when a micro-batch's activations would pass
-    2 GB. Small batches stay as fast as before; the default ft-100 (8 x 384) trains in under 3 GB."""
+def wants_checkpointing(cfg: TuningConfig, model_config: Any, longest: int | None = None) -> bool:
+    """`tuning.gradient_checkpointing` resolved: auto is on when a micro-batch of the longest rows
+    (`longest` tokens, at most `tuning.max_length`) would keep over 2 GB of activations. Short rows and
+    small batches stay as fast as before; the sample's ft-100 (8 x ~245 tokens) trains in under 3 GB."""
     if cfg.gradient_checkpointing != "auto":
         return bool(cfg.gradient_checkpointing)
-    return activation_bytes(model_config, cfg.batch_size, cfg.max_length) > CHECKPOINTING_ABOVE_BYTES
+    length = min(longest, cfg.max_length) if longest else cfg.max_length
+    return activation_bytes(model_config, cfg.batch_size, length) > CHECKPOINTING_ABOVE_BYTES
 
 
-def _resolve_checkpointing(run: _Run, model: Any) -> _Run:
+def _longest_row(data: _Data) -> int:
+    return max((len(r["input_ids"]) for r in data.train_rows), default=0)
+
+
+def _resolve_checkpointing(run: _Run, model: Any, longest: int | None = None) -> _Run:
     """The run with `tuning.gradient_checkpointing` as a bool (its card and resume fingerprint record it)."""
-    resolved = wants_checkpointing(run.tuning, getattr(model, "config", None))
+    resolved = wants_checkpointing(run.tuning, getattr(model, "config", None), longest)
     tuning = run.tuning.model_copy(update={"gradient_checkpointing": resolved})
     return dataclasses.replace(run, config=run.config.model_copy(update={"tuning": tuning}))
 
