@@ -5,8 +5,9 @@ last_turns  the question, then the user's earlier turns, newest first, `serving.
             all: cheap and deterministic. The question leads, so an embedder that truncates long input
             loses the oldest turn, never the question.
 model       the generator (base model, greedy) rewrites the question as a standalone one, asked through
-            the prompt builder (`PromptBuilder.condense_messages`); an empty or runaway rewrite falls
-            back to last_turns.
+            the prompt builder (`PromptBuilder.condense_messages`). A reply that is not one question,
+            or is the follow-up unchanged, falls back to last_turns: small models (the bundled 135M
+            one) tend to answer instead of rewriting, so this mode suits a capable generator.
 off         the last message alone.
 """
 
@@ -21,7 +22,7 @@ from ragtune.core.prompt import Messages
 CondenseMode = Literal["model", "last_turns", "off"]
 REWRITE_MAX_TOKENS = 48
 MAX_REWRITE_CHARS = 400
-_LABEL = re.compile(r"^(standalone question|rewritten question|question)\s*:\s*", re.IGNORECASE)
+_LABEL = re.compile(r"^((standalone|rewritten|follow-up) )?question\s*:\s*", re.IGNORECASE)
 
 
 def user_turns(history: Messages) -> list[str]:
@@ -34,11 +35,14 @@ def last_turns_query(question: str, history: Messages, turns: int) -> str:
     return " ".join([question.strip(), *reversed(earlier)])
 
 
-def clean_rewrite(text: str) -> str | None:
-    """The rewrite's first line without a 'Question:' label or quotes; None when nothing usable is left."""
+def clean_rewrite(text: str, question: str) -> str | None:
+    """The rewrite's first line without a label or quotes, if it is one question other than the
+    follow-up itself; else None."""
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
     line = _LABEL.sub("", line).strip().strip("\"'").strip()
-    return line if 3 <= len(line) <= MAX_REWRITE_CHARS else None
+    if not 3 <= len(line) <= MAX_REWRITE_CHARS or not line.endswith("?") or line.count("?") > 1:
+        return None
+    return None if line.casefold() == question.strip().casefold() else line
 
 
 def condense(mode: CondenseMode, question: str, history: Messages, turns: int, rewrite: Callable[[], str]) -> str:
@@ -46,7 +50,7 @@ def condense(mode: CondenseMode, question: str, history: Messages, turns: int, r
     if mode == "off" or not user_turns(history):
         return question
     if mode == "model":
-        rewritten = clean_rewrite(rewrite())
+        rewritten = clean_rewrite(rewrite(), question)
         if rewritten is not None:
             return rewritten
     return last_turns_query(question, history, turns)
