@@ -91,7 +91,9 @@ def create_app(pipeline: AnswerPipeline) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": [], "msg": "invalid request"}
-        where = ".".join(str(p) for p in first.get("loc", []) if p != "body")
+        # the field's path, without "body" and pydantic's union member tags ("constrained-str")
+        loc = first.get("loc", [])
+        where = ".".join(str(p) for p in loc if p != "body" and (isinstance(p, int) or str(p).isidentifier()))
         message = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
         return reply(request, 422, "invalid_request", message, param=where or None)
 

@@ -91,7 +91,8 @@ def test_the_answer_prompt_quotes_the_turns_fenced_not_in_the_system_turn(sample
     assert user.endswith("Question: How often should I replace them?")
     assert prep.citations[0].doc_id == "mirefilter-cartridges"
     # history_tokens 0: retrieval still follows the conversation, the prompt quotes none of it
-    bare = sample_pipeline({"history_tokens": 0}).prepare("How often should I replace them?", mode="rag", history=history)
+    no_quotes = sample_pipeline({"history_tokens": 0})
+    bare = no_quotes.prepare("How often should I replace them?", mode="rag", history=history)
     assert "<history>" not in bare.prompt and bare.citations[0].doc_id == "mirefilter-cartridges"
 
 
