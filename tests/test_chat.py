@@ -72,8 +72,8 @@ def test_a_follow_up_retrieves_the_first_questions_document(sample_pipeline, fir
     two = ask(client, messages)
     assert two["ragtune"]["citations"][0]["doc_id"] == doc
     # the last message alone lands elsewhere: without the conversation this follow-up fails
-    alone = ask(TestClient(create_app(sample_pipeline({"condense": "off"}))), messages)
-    assert alone["ragtune"]["citations"][0]["doc_id"] != doc
+    alone = sample_pipeline({"condense": "off"}).prepare(follow_up, mode="rag", history=messages[1:3])
+    assert alone.citations[0].doc_id != doc
 
 
 def test_the_answer_prompt_quotes_the_turns_fenced_not_in_the_system_turn(sample_pipeline):
@@ -100,11 +100,9 @@ def test_model_condense_asks_the_generator_and_still_finds_the_document(sample_p
     """The bundled 135M model answers rather than rewrites; its reply is refused and last_turns is used."""
     pipe = sample_pipeline({"condense": "model"})
     history = [{"role": "user", "content": "What are Mirefilter cartridges?"}]
-    query = pipe.condense("How often should I replace them?", history)
-    print("model condense query:", query)
-    assert "Mirefilter" in query
     prep = pipe.prepare("How often should I replace them?", mode="rag", history=history)
     assert prep.citations[0].doc_id == "mirefilter-cartridges"
+    assert prep.retrieve_ms > 100  # it includes the rewrite: a generation, not only a search
     # base and ft do not retrieve: nothing is condensed, the turns are still quoted
     assert "<history>" in pipe.prepare("How often?", mode="base", history=history).prompt
 
