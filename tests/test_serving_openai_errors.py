@@ -122,3 +122,13 @@ def test_ragtunes_own_routes_keep_their_error_shape(make_app, client):
     assert r.status_code == 401 and r.json() == {
         "error": {"code": "unauthorized", "message": "missing or unknown API key (Authorization: Bearer <key>)"}
     }
+
+
+def test_openapi_documents_the_openai_error_shape(client):
+    spec = client.get("/openapi.json").json()
+    for path, method in (("/v1/chat/completions", "post"), ("/v1/models", "get")):
+        ref = spec["paths"][path][method]["responses"]["404"]["content"]["application/json"]["schema"]["$ref"]
+        assert ref.endswith("/OpenAIErrorResponse")
+    assert set(spec["components"]["schemas"]["OpenAIErrorBody"]["properties"]) == {"message", "type", "code", "param"}
+    answer = spec["paths"]["/v1/answer"]["post"]["responses"]["404"]["content"]["application/json"]["schema"]["$ref"]
+    assert answer.endswith("/ErrorResponse")

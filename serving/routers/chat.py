@@ -35,6 +35,7 @@ from ragtune.core.prompt import Messages
 from ragtune.core.types import Answer
 from ragtune.serving import answering
 from ragtune.serving.chat_schemas import (
+    OPENAI_ERRORS,
     ChatChoice,
     ChatChoiceMessage,
     ChatRequest,
@@ -47,7 +48,6 @@ from ragtune.serving.chat_schemas import (
 from ragtune.serving.contracts import AnswerPipeline
 from ragtune.serving.errors import CHAT_PATH, MODELS_PATH, ApiError, ClientGone
 from ragtune.serving.routers.answer import error_event
-from ragtune.serving.schemas import ERRORS
 from ragtune.serving.security import read_access
 from ragtune.serving.validation import check_text
 
@@ -112,7 +112,7 @@ def engine_model(pipeline: AnswerPipeline, model: str) -> tuple[Mode, str | None
     return None
 
 
-@router.get(MODELS_PATH, response_model=ModelList, responses=ERRORS)
+@router.get(MODELS_PATH, response_model=ModelList, responses=OPENAI_ERRORS)
 def models(request: Request, _: str = read_access) -> ModelList:
     """Every mode, and every mode x adapter pair for the tuned modes."""
     return ModelList(data=[ModelCard(id=i) for i in model_ids(request.app.state.pipeline)])
@@ -163,7 +163,7 @@ def _response(body: ChatRequest, cid: str, created: int, ans: Answer, limit: int
     )
 
 
-@router.post(CHAT_PATH, response_model=ChatResponse, responses={**ERRORS, 504: ERRORS[503]})
+@router.post(CHAT_PATH, response_model=ChatResponse, responses=OPENAI_ERRORS)
 async def chat_completions(body: ChatRequest, request: Request, _: str = read_access) -> Any:
     """Chat completion in the OpenAI format, streaming (`stream: true`) or not."""
     check_choices(body)
