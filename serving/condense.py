@@ -22,6 +22,7 @@ from ragtune.core.prompt import Messages
 CondenseMode = Literal["model", "last_turns", "off"]
 REWRITE_MAX_TOKENS = 48
 MAX_REWRITE_CHARS = 400
+MAX_QUERY_CHARS = 2000  # beyond what the embedder reads (256 tokens); bounds the lexical query's terms
 _LABEL = re.compile(r"^((standalone|rewritten|follow-up) )?question\s*:\s*", re.IGNORECASE)
 
 
@@ -30,9 +31,9 @@ def user_turns(history: Messages) -> list[str]:
 
 
 def last_turns_query(question: str, history: Messages, turns: int) -> str:
-    """The question, then up to `turns - 1` earlier user turns, newest first."""
+    """The question, then up to `turns - 1` earlier user turns, newest first, within MAX_QUERY_CHARS."""
     earlier = user_turns(history)[-(turns - 1) :] if turns > 1 else []
-    return " ".join([question.strip(), *reversed(earlier)])
+    return " ".join([question.strip(), *reversed(earlier)])[:MAX_QUERY_CHARS]
 
 
 def clean_rewrite(text: str, question: str) -> str | None:

@@ -118,6 +118,8 @@ def test_last_turns_puts_the_question_first_then_earlier_user_turns_newest_first
     assert last_turns_query("four?", history, 3) == "four? three two"
     assert last_turns_query("four?", history, 10) == "four? three two one"
     assert last_turns_query("four?", history, 1) == "four?"
+    long = last_turns_query("four?", [{"role": "user", "content": "x " * 5000}], 3)
+    assert long.startswith("four? x") and len(long) == 2000  # the oldest words go, never the question
     never = lambda: pytest.fail("the generator runs only in model mode")  # noqa: E731
     assert condense("last_turns", "four?", history, 2, never) == "four? three"
     assert condense("off", "four?", history, 3, never) == "four?"
