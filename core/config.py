@@ -210,6 +210,16 @@ class ServingConfig(_Section):
     )
     rate_limit_per_minute: int | None = Field(None, ge=1, description="requests per key (or client) per minute")
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes for `ragtune serve`")
+    condense: Literal["model", "last_turns", "off"] = Field(
+        "last_turns",
+        description="how a chat follow-up becomes its retrieval query: last_turns joins the recent user turns "
+        "(cheap, deterministic), model asks the generator for a standalone question, off takes the last "
+        "message alone",
+    )
+    condense_turns: int = Field(3, ge=1, le=20, description="user turns, the question included, last_turns joins")
+    history_tokens: int = Field(
+        256, ge=0, le=4096, description="budget for earlier chat turns quoted in the answer prompt; 0: none"
+    )
     engine_api: bool = Field(
         False,
         description="/v1/chat/completions also answers the base model's name and adapter names with the "

@@ -53,7 +53,8 @@ class RowRequest:
     `on_token(token_id)` sees each new token as it is decoded; `cancelled()` is polled every step,
     so a client that went away or ran out of time stops its row without stopping the others.
     A chat backend (`core/remote_generator.py`) sends `messages` (the prompt builder's, which
-    `prompt` renders) and reports text pieces to `on_text` instead of token ids.
+    `prompt` renders) and reports text pieces to `on_text` instead of token ids. The row's text ends
+    before the first of its `stop` strings (rows of one batch may have different ones).
     """
 
     prompt: str
@@ -63,6 +64,7 @@ class RowRequest:
     cancelled: Callable[[], bool] | None = None
     messages: Messages | None = None
     on_text: Callable[[str], None] | None = None
+    stop: tuple[str, ...] = ()
     tokens: list[int] = field(default_factory=list)
     finished_at: float | None = None
     stopped_early: bool = False
@@ -72,9 +74,10 @@ class _RowTracker(BaseStreamer, StoppingCriteria):
     """Streamer + stopping criterion: routes each step's tokens to their rows, stops rows one by one,
     and is the one clock of the time to the first token (`first`)."""
 
-    def __init__(self, rows: list[RowRequest], eos_ids: set[int]) -> None:
+    def __init__(self, rows: list[RowRequest], eos_ids: set[int], tokenizer: Any) -> None:
         self.rows = rows
         self.eos_ids = eos_ids
+        self.tokenizer = tokenizer
         self.done = [False] * len(rows)
         self.prompt_seen = False
         self.first: float | None = None
@@ -101,8 +104,11 @@ class _RowTracker(BaseStreamer, StoppingCriteria):
             row.tokens.append(int(tok))
             if row.on_token is not None:
                 row.on_token(int(tok))
-            if len(row.tokens) >= row.max_new_tokens:
+            if len(row.tokens) >= row.max_new_tokens or self._stopped(row):
                 self._finish(i)
+
+    def _stopped(self, row: RowRequest) -> bool:
+        return bool(row.stop) and stop_at(decoded(self.tokenizer, row.tokens), row.stop) is not None
 
     def end(self) -> None:
         for i in range(len(self.rows)):
@@ -128,28 +134,73 @@ class _NoEos(LogitsProcessor):
         return scores
 
 
-class TextPieces:
-    """Token ids in, the text pieces a stream shows out: what decoding all ids so far adds, holding
-    back half a multi-byte character until the rest arrives."""
+def stop_at(text: str, stops: Sequence[str]) -> int | None:
+    """Where the first of the stop strings begins in `text`, or None."""
+    found = [i for i in (text.find(stop) for stop in stops) if i >= 0]
+    return min(found) if found else None
 
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-        self.tokens: list[int] = []
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    at = stop_at(text, stops)
+    return text if at is None else text[:at]
+
+
+def _stop_prefix(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest tail of `text` that could be the start of a stop string."""
+    longest = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:n]):
+                longest = n
+                break
+    return longest
+
+
+class StreamText:
+    """The text a stream shows as the whole decoded text grows: never a stop string or what follows
+    it, and never a tail that may turn into one until the next piece settles it."""
+
+    def __init__(self, stop: Sequence[str] = ()) -> None:
+        self.stop = tuple(stop)
         self.sent = ""
 
-    def add(self, token: int) -> str:
-        self.tokens.append(token)
-        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True).lstrip()
-        if text.endswith("\ufffd"):
+    def release(self, text: str, final: bool = False) -> str:
+        """What `text` (all decoded so far) adds to what was shown; `final` lets a held-back tail go."""
+        at = stop_at(text, self.stop)
+        if at is not None:
+            text = text[:at]
+        elif not final:
+            text = text[: len(text) - _stop_prefix(text, self.stop)]
+        if len(text) <= len(self.sent):
             return ""
         piece, self.sent = text[len(self.sent) :], text
         return piece
 
+
+class TextPieces(StreamText):
+    """Token ids in, the text pieces a stream shows out: what decoding all ids so far adds, holding
+    back half a multi-byte character until the rest arrives (and a possible stop string's start)."""
+
+    def __init__(self, tokenizer: Any, stop: Sequence[str] = ()) -> None:
+        super().__init__(stop)
+        self.tokenizer = tokenizer
+        self.tokens: list[int] = []
+
+    def add(self, token: int) -> str:
+        self.tokens.append(token)
+        text = decoded(self.tokenizer, self.tokens)
+        if text.endswith("\ufffd"):
+            return ""
+        return self.release(text)
+
     def rest(self) -> str:
         """What is left to show once decoding has ended."""
-        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True).lstrip()
-        piece, self.sent = text[len(self.sent) :], text
-        return piece
+        return self.release(decoded(self.tokenizer, self.tokens), final=True)
+
+
+def decoded(tokenizer: Any, tokens: list[int]) -> str:
+    """A row's text as ragtune shows it: special tokens and leading whitespace dropped."""
+    return str(tokenizer.decode(tokens, skip_special_tokens=True)).lstrip()
 
 
 class Generator:
@@ -223,7 +274,7 @@ class Generator:
         cfg, s = self.config, sampling or Sampling()
         kw: dict[str, Any] = {
             "max_new_tokens": max_new_tokens,
-            "do_sample": cfg.do_sample if s.do_sample is None else s.do_sample,
+            "do_sample": s.samples(cfg.do_sample),
             "pad_token_id": self.tokenizer.pad_token_id,
             "eos_token_id": self.tokenizer.eos_token_id,
         }
@@ -283,9 +334,10 @@ class Generator:
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         out: list[Generation | None] = [None] * len(prompts)
         bs = self.config.batch_size
+        stop = sampling.stop if sampling is not None else ()
         for start in range(0, len(order), bs):
             idx = order[start : start + bs]
-            rows = [RowRequest(prompt=prompts[i], max_new_tokens=limit) for i in idx]
+            rows = [RowRequest(prompt=prompts[i], max_new_tokens=limit, stop=stop) for i in idx]
             for i, g in zip(idx, self.generate_rows(rows, adapter, sampling, prefill_dtype), strict=True):
                 out[i] = g
         return [g for g in out if g is not None]
@@ -305,17 +357,18 @@ class Generator:
         prefill_dtype: str | None = None,
     ) -> list[Generation]:
         """The one decode path: a batched `generate` for rows that share an adapter, each with its own
-        limit and stop.
+        limit, stop strings and early stop.
 
         Tokens reach each row's `on_token` as they are decoded, so a server can stream a batched
-        request; the batch ends when every row has finished or been cancelled. `sampling` and
-        `prefill_dtype` are this call's; None keeps the `generation` config's.
+        request; the batch ends when every row has finished or been cancelled. `sampling` (how tokens
+        are picked; the rows carry their stop strings) and `prefill_dtype` are this call's; None keeps
+        the `generation` config's.
         """
         rows = list(rows)
         enc = self.tokenizer([r.prompt for r in rows], return_tensors="pt", padding=True, add_special_tokens=False)
         enc = enc.to(self.model.device)
         eos = self._eos_ids()
-        tracker = _RowTracker(rows, eos)
+        tracker = _RowTracker(rows, eos, self.tokenizer)
         kw = self._kwargs(max(r.max_new_tokens for r in rows), sampling)
         no_eos = [i for i, r in enumerate(rows) if r.ignore_eos]
         if no_eos:
@@ -333,7 +386,7 @@ class Generator:
             t1 = time.perf_counter()
         return [
             Generation(
-                text=self.tokenizer.decode(row.tokens, skip_special_tokens=True).strip(),
+                text=cut_at_stop(decoded(self.tokenizer, row.tokens), row.stop).strip(),
                 prompt_tokens=int(mask.sum()),
                 completion_tokens=len(row.tokens),
                 ttft_ms=((tracker.first or t1) - t0) * 1000,
@@ -356,7 +409,8 @@ class Generator:
         events: queue.SimpleQueue[int | Generation | BaseException] = queue.SimpleQueue()
         stop = threading.Event()
         limit = max_new_tokens or self.config.max_new_tokens
-        row = RowRequest(prompt, limit, on_token=events.put, cancelled=stop.is_set)
+        stops = sampling.stop if sampling is not None else ()
+        row = RowRequest(prompt, limit, on_token=events.put, cancelled=stop.is_set, stop=stops)
 
         def work() -> None:
             try:
@@ -368,7 +422,7 @@ class Generator:
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
         try:
-            yield from _pieces(events, TextPieces(self.tokenizer))
+            yield from _pieces(events, TextPieces(self.tokenizer, stops))
         finally:
             stop.set()
             thread.join()

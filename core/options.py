@@ -6,16 +6,20 @@ None always means "the config's value" (`prompt.*`, `generation.*`, `retrieval.*
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ragtune.core.config import Mode, SearchMode, check_mode
 from ragtune.core.errors import ConfigError
 
+MAX_STOPS = 4  # as the OpenAI API allows
+MAX_STOP_CHARS = 100
+
 
 class Sampling(BaseModel):
-    """How tokens are picked; None keeps the `generation` config's choice (greedy by default)."""
+    """How tokens are picked and where the text ends; None keeps the `generation` config's choice
+    (greedy by default)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -23,6 +27,13 @@ class Sampling(BaseModel):
     temperature: float | None = Field(None, gt=0)
     top_p: float | None = Field(None, gt=0, le=1, description="nucleus cut; None: the model's own default")
     seed: int | None = None
+    stop: tuple[Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)], ...] = Field(
+        (), max_length=MAX_STOPS, description="the text ends before the first of these strings"
+    )
+
+    def samples(self, default: bool) -> bool:
+        """Whether tokens are drawn at random (else greedy); `default` is `generation.do_sample`."""
+        return default if self.do_sample is None else self.do_sample
 
 
 class AnswerOptions(BaseModel):

@@ -24,7 +24,7 @@ import httpx
 
 from ragtune.core.config import GenerationConfig, ModelsConfig
 from ragtune.core.errors import ConfigError, DataError, NotFoundError, UpstreamError
-from ragtune.core.generator import Generation, RowRequest
+from ragtune.core.generator import Generation, RowRequest, StreamText, cut_at_stop, stop_at
 from ragtune.core.options import Sampling
 from ragtune.core.prompt import Messages
 
@@ -168,6 +168,8 @@ class OpenAIGenerator:
         return UpstreamError(f"{what} answered {status}: {msg}", status=503 if status in RETRY_LATER else 502)
 
     def _body(self, row: RowRequest, model: str, sampling: Sampling | None) -> dict[str, Any]:
+        """The request: greedy as `temperature: 0`, else the call's temperature and top_p; the seed,
+        the token limit and the row's stop strings always."""
         cfg, s = self.config, sampling or Sampling()
         body: dict[str, Any] = {
             "model": model,
@@ -177,7 +179,9 @@ class OpenAIGenerator:
             "stream_options": {"include_usage": True},
             "seed": cfg.seed if s.seed is None else s.seed,
         }
-        if cfg.do_sample if s.do_sample is None else s.do_sample:
+        if row.stop:
+            body["stop"] = list(row.stop)
+        if s.samples(cfg.do_sample):
             body["temperature"] = s.temperature or cfg.temperature
             if s.top_p is not None:
                 body["top_p"] = s.top_p
@@ -189,12 +193,13 @@ class OpenAIGenerator:
 
     def _events(self, row: RowRequest, model: str, sampling: Sampling | None) -> Iterator[str | Generation]:
         """One streamed request: text pieces as they arrive (leading whitespace dropped, as in process),
-        then its Generation. Closing the iterator closes the connection."""
+        then its Generation. Closing the iterator closes the connection. The stop strings are cut here
+        too, for servers that ignore them."""
         if row.messages is None:
             raise DataError("the openai generator backend sends chat messages; this request has only a prompt text")
         t0 = time.perf_counter()
         first: float | None = None
-        text, sent, usage = "", "", None
+        text, usage, shown = "", None, StreamText(row.stop)
         try:
             with self.client.stream("POST", "/chat/completions", json=self._body(row, model, sampling)) as resp:
                 if resp.status_code != 200:
@@ -211,11 +216,12 @@ class OpenAIGenerator:
                     usage = chunk.get("usage") or usage
                     for choice in chunk.get("choices") or []:
                         text += (choice.get("delta") or {}).get("content") or ""
-                    shown = text.lstrip()
-                    if len(shown) > len(sent):
+                    piece = shown.release(text.lstrip())
+                    if piece:
                         first = first or time.perf_counter()
-                        piece, sent = shown[len(sent) :], shown
                         yield piece
+                    if stop_at(text.lstrip(), row.stop) is not None:
+                        break  # a stop string arrived, and the server did not stop on it
                     if row.cancelled is not None and row.cancelled():
                         row.stopped_early = True
                         break
@@ -224,7 +230,11 @@ class OpenAIGenerator:
         except json.JSONDecodeError as exc:
             raise UpstreamError(f"{self.base_url}/chat/completions sent a malformed event: {exc}") from None
         row.finished_at = t1 = time.perf_counter()
-        answer = text.strip()
+        rest = shown.release(text.lstrip(), final=True)
+        if rest:
+            first = first or t1
+            yield rest
+        answer = cut_at_stop(text.lstrip(), row.stop).strip()
         yield Generation(
             text=answer,
             prompt_tokens=int(usage["prompt_tokens"]) if usage else self.count_tokens(row.prompt),
@@ -268,7 +278,11 @@ class OpenAIGenerator:
         if messages is None or len(messages) != len(prompts):
             raise DataError("the openai generator backend needs the prompt builder's messages for every prompt")
         limit = max_new_tokens or self.config.max_new_tokens
-        rows = [RowRequest(prompt=p, max_new_tokens=limit, messages=m) for p, m in zip(prompts, messages, strict=True)]
+        stop = sampling.stop if sampling is not None else ()
+        rows = [
+            RowRequest(prompt=p, max_new_tokens=limit, messages=m, stop=stop)
+            for p, m in zip(prompts, messages, strict=True)
+        ]
         model = self.model_name(adapter)
         if len(rows) == 1:
             return [self._one(rows[0], model, sampling)]
@@ -286,7 +300,8 @@ class OpenAIGenerator:
     ) -> Iterator[str | Generation]:
         """Text pieces as the server sends them, then the Generation; closing the iterator early closes
         the connection, which stops the server's decode."""
-        row = RowRequest(prompt, max_new_tokens or self.config.max_new_tokens, messages=messages)
+        stop = sampling.stop if sampling is not None else ()
+        row = RowRequest(prompt, max_new_tokens or self.config.max_new_tokens, messages=messages, stop=stop)
         yield from self._events(row, self.model_name(adapter), sampling)
 
     def close(self) -> None:

@@ -50,10 +50,13 @@ async def start(
     ignore_eos: bool = False,
     stream: bool = False,
     messages: Messages | None = None,
+    history: Messages | None = None,
 ) -> Running:
     """Check, retrieve and queue one question; 4xx/503 errors surface here, before any streaming.
 
-    With `messages` (`serving.engine_api`), those are completed as given instead of `question`."""
+    `history` holds a conversation's earlier turns (the question is its last). With `messages`
+    (`serving.engine_api`), those are completed as given instead of `question`. The options'
+    sampling (and stop strings) travel with the job to the generator."""
     t0 = time.perf_counter()
     pipeline: AnswerPipeline = request.app.state.pipeline
     scheduler: Scheduler = request.app.state.scheduler
@@ -66,7 +69,7 @@ async def start(
     if messages is not None:
         prep = await scheduler.run(pipeline.prepare_chat, messages, options)
     else:
-        prep = await scheduler.run(pipeline.prepare, question, options)
+        prep = await scheduler.run(pipeline.prepare, question, options, history=history)
     events: asyncio.Queue[Event] = asyncio.Queue()
     timeout = cfg.serving.request_timeout_s
     job = Job(
@@ -79,6 +82,7 @@ async def start(
         stream=stream,
         emit=async_emitter(asyncio.get_running_loop(), events),
         messages=prep.messages,
+        sampling=options.sampling,
     )
     scheduler.submit(job)
     return Running(prep, job, events, t0, pipeline, request.app.state.metrics)

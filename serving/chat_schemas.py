@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ragtune.core.types import Citation
+from ragtune.core.types import Citation, Timings
+from ragtune.serving.schemas import SamplingFields
 
 
 class ChatMessage(BaseModel):
@@ -21,13 +22,16 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
-class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")  # temperature, top_p, user ...: accepted, not used
+class ChatRequest(SamplingFields):
+    model_config = ConfigDict(extra="allow")  # user, presence_penalty, logprobs ...: accepted, not used
 
     model: str = Field(min_length=1, max_length=300, description="ragtune-<mode>[:<adapter>], see GET /v1/models")
-    messages: list[ChatMessage] = Field(min_length=1, max_length=100)
+    messages: list[ChatMessage] = Field(
+        min_length=1, max_length=100, description="the conversation; its last user message is the question"
+    )
     max_tokens: int | None = Field(None, ge=1, le=2048)
     max_completion_tokens: int | None = Field(None, ge=1, le=2048)
+    n: int | None = Field(None, ge=1, le=128, description="choices per request: only 1 is served (400 above)")
     stream: bool = False
 
 
@@ -53,6 +57,7 @@ class RagtuneExtras(BaseModel):
     snapshot: str | None
     adapter: str | None
     mode: str
+    timings: Timings | None = None
 
 
 class ChatResponse(BaseModel):
@@ -75,3 +80,19 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class OpenAIErrorBody(BaseModel):
+    message: str
+    type: str = Field(description="invalid_request_error | authentication_error | permission_error | ...")
+    code: str
+    param: str | None = Field(None, description="the request field at fault, if one is")
+
+
+class OpenAIErrorResponse(BaseModel):
+    error: OpenAIErrorBody
+
+
+OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": OpenAIErrorResponse} for code in (400, 401, 403, 404, 413, 422, 429, 503, 504)
+}

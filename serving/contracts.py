@@ -51,7 +51,11 @@ class AnswerPipeline(Protocol):
         """Held by callers that need several index reads to agree."""
         ...
 
-    def prepare(self, question: str, options: AnswerOptions | None = None, **fields: Any) -> Prepared: ...
+    def prepare(
+        self, question: str, options: AnswerOptions | None = None, history: Messages | None = None, **fields: Any
+    ) -> Prepared:
+        """One question, after a conversation's earlier user/assistant turns (`history`)."""
+        ...
 
     def prepare_chat(self, messages: Messages, options: AnswerOptions) -> Prepared:
         """A client's own chat messages made ready as they are (`serving.engine_api`): no retrieval."""

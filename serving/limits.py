@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
-from ragtune.serving.errors import error_response
+from ragtune.serving.errors import error_response, is_openai_path
 from ragtune.serving.metrics import ASGIApp, Receive, Scope, Send
 
 
@@ -22,7 +22,8 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await error_response(413, "payload_too_large", self._message())(scope, receive, send)
+            openai = is_openai_path(str(scope.get("path", "")))
+            await error_response(413, "payload_too_large", self._message(), openai=openai)(scope, receive, send)
             return
         seen = 0
 

@@ -25,7 +25,7 @@ from ragtune.core.adapters import (
 from ragtune.core.config import RETRIEVING, TUNED, Config, ModelsConfig
 from ragtune.core.errors import ConfigError, DataError, NotFoundError
 from ragtune.core.generator import Generation
-from ragtune.core.options import AnswerOptions, with_fields
+from ragtune.core.options import AnswerOptions, Sampling, with_fields
 from ragtune.core.prompt import Messages, PromptBuilder
 from ragtune.core.text_generator import TextGenerator, make_generator
 from ragtune.core.threads import release_openmp_team
@@ -33,6 +33,7 @@ from ragtune.core.types import Answer, Citation, ContextBlock, Hit, Timings, Usa
 from ragtune.retrieval.compress import compress_hits
 from ragtune.retrieval.drift import warn_if_drifted
 from ragtune.retrieval.index import Index, index_exists
+from ragtune.serving.condense import REWRITE_MAX_TOKENS, condense
 from ragtune.serving.contracts import Prepared
 
 T = TypeVar("T")
@@ -199,15 +200,43 @@ class Pipeline:
         self, questions: Sequence[str], options: AnswerOptions | None = None, **fields: Any
     ) -> list[Prepared]:
         """Everything before generation: checks, adapter, retrieval and the prompt."""
-        opts = with_fields(options, fields)
+        return self._prepare(questions, with_fields(options, fields), [[] for _ in questions])
+
+    def condense(self, question: str, history: Messages) -> str:
+        """The retrieval query for a follow-up after `history` (`serving.condense`)."""
+        cfg = self.config.serving
+
+        def rewrite() -> str:
+            messages = self.builder.condense_messages(question, self.builder.fit_history(history, cfg.history_tokens))
+            greedy = Sampling(do_sample=False)
+            gen = self.generator.generate(
+                [self.builder.render(messages)], None, REWRITE_MAX_TOKENS, greedy, messages=[messages]
+            )
+            return gen[0].text
+
+        return condense(cfg.condense, question, history, cfg.condense_turns, rewrite)
+
+    def _queries(self, questions: Sequence[str], histories: Sequence[Messages], opts: AnswerOptions) -> list[str]:
+        if opts.mode not in RETRIEVING:
+            return list(questions)
+        return [self.condense(q, h) if h else q for q, h in zip(questions, histories, strict=True)]
+
+    def _prepare(self, questions: Sequence[str], opts: AnswerOptions, histories: Sequence[Messages]) -> list[Prepared]:
+        """Each question after its earlier turns (`histories`, empty for a first question) made ready:
+        retrieval searches the condensed query, the prompt quotes the turns within `serving.history_tokens`."""
         self._check_questions(questions)
         name = self.resolve_adapter(opts.mode, opts.adapter)
-        hits, snapshot, retrieve_ms = self._retrieve(questions, opts)
+        t0 = time.perf_counter()
+        queries = self._queries(questions, histories, opts)
+        condense_ms = (time.perf_counter() - t0) * 1000 / max(1, len(questions))
+        hits, snapshot, retrieve_ms = self._retrieve(queries, opts)
         builder = self._builder(opts)
+        budget = self.config.serving.history_tokens
         out = []
-        for q, h in zip(questions, hits, strict=True):
-            ctx, used = self._contexts(q, h, opts) if opts.mode in RETRIEVING else ([], [])
-            messages = builder.messages(q, ctx or None)
+        for q, query, h, history in zip(questions, queries, hits, histories, strict=True):
+            ctx, used = self._contexts(query, h, opts) if opts.mode in RETRIEVING else ([], [])
+            turns = builder.fit_history(history, budget) if history and budget else None
+            messages = builder.messages(q, ctx or None, turns or None)
             out.append(
                 Prepared(
                     mode=opts.mode,
@@ -215,7 +244,7 @@ class Pipeline:
                     prompt=builder.render(messages),
                     citations=self._citations(used),
                     snapshot=snapshot,
-                    retrieve_ms=retrieve_ms,
+                    retrieve_ms=retrieve_ms + condense_ms,
                     messages=messages,
                 )
             )
@@ -240,8 +269,11 @@ class Pipeline:
             messages=messages,
         )
 
-    def prepare(self, question: str, options: AnswerOptions | None = None, **fields: Any) -> Prepared:
-        return self.prepare_many([question], options, **fields)[0]
+    def prepare(
+        self, question: str, options: AnswerOptions | None = None, history: Messages | None = None, **fields: Any
+    ) -> Prepared:
+        """One question, after the conversation's earlier user/assistant turns (`history`) if any."""
+        return self._prepare([question], with_fields(options, fields), [history or []])[0]
 
     @staticmethod
     def finish(prep: Prepared, gen: Generation, total_ms: float, ttft_ms: float | None = None) -> Answer:

@@ -2,7 +2,10 @@
 
 Requests that arrive together and share an adapter go into one `generate_rows` call (left padded),
 so throughput grows with concurrency instead of requests queueing behind each other. Each row can
-stop on its own: a client that disconnects or passes its deadline stops its row, not the batch.
+stop on its own: a client that disconnects or passes its deadline stops its row, not the batch, and
+each row has its own stop strings. Sampling is one per call, so only requests that pick tokens the
+same way share a batch (`batch_key`): greedy ones together, sampled ones with equal temperature and
+top_p together, and a request with its own seed alone, so that seed alone decides its tokens.
 
 The worker is also the only thread that runs torch for requests: their preparation (adapter,
 retrieval, prompt) and the adapter endpoints' loads and unloads reach it through `run`. A second
@@ -19,12 +22,13 @@ import functools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ragtune.core.generator import RowRequest, TextPieces
+from ragtune.core.generator import Generation, RowRequest, TextPieces
+from ragtune.core.options import Sampling
 from ragtune.core.prompt import Messages
 from ragtune.core.text_generator import TextGenerator
 from ragtune.core.threads import release_openmp_team
@@ -48,12 +52,23 @@ class Job:
     submitted: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     messages: Messages | None = None  # what a chat backend (`models.generator_backend: openai`) sends
+    sampling: Sampling | None = None  # None: the `generation` config's
 
     def cancel(self) -> None:
         self.cancelled.set()
 
     def stop_now(self) -> bool:
         return self.cancelled.is_set() or time.monotonic() > self.deadline
+
+
+def batch_key(job: Job, default_sample: bool) -> Hashable:
+    """Jobs with equal keys may share one generate call: same adapter, and tokens picked the same way."""
+    s = job.sampling or Sampling()
+    if not s.samples(default_sample):
+        return (job.adapter, "greedy")
+    if s.seed is not None:
+        return (job.adapter, "seeded", id(job))  # a batch of one: its seed alone decides its tokens
+    return (job.adapter, "sampled", s.temperature, s.top_p)
 
 
 @dataclass
@@ -172,12 +187,13 @@ class Scheduler:
                         self._cond.wait()
         with self._cond:
             batch = [self._queue.popleft()]
-        adapter = batch[0].adapter
+        default = self.generator.config.do_sample
+        key = batch_key(batch[0], default)
         now = time.monotonic()
         last_arrival, give_up = now, now + 4 * self.batch_wait
         while len(batch) < self.max_batch:
             with self._cond:
-                same = [j for j in self._queue if j.adapter == adapter][: self.max_batch - len(batch)]
+                same = [j for j in self._queue if batch_key(j, default) == key][: self.max_batch - len(batch)]
                 for j in same:
                     self._queue.remove(j)
                 batch.extend(same)
@@ -208,8 +224,7 @@ class Scheduler:
             if live:
                 self._run(live)
 
-    def _on_token(self, job: Job) -> Callable[[int], None]:
-        text = TextPieces(self.generator.tokenizer)
+    def _on_token(self, job: Job, text: TextPieces) -> Callable[[int], None]:
         on_text = self._on_text(job)
 
         def hook(token: int) -> None:
@@ -234,21 +249,24 @@ class Scheduler:
         return hook
 
     def _run(self, jobs: list[Job]) -> None:
+        stops = [j.sampling.stop if j.sampling is not None else () for j in jobs]
+        texts = [TextPieces(self.generator.tokenizer, stop) for stop in stops]
         rows = [
             RowRequest(
                 prompt=j.prompt,
                 max_new_tokens=j.max_new_tokens,
                 ignore_eos=j.ignore_eos,
-                on_token=self._on_token(j),
+                on_token=self._on_token(j, text),
                 cancelled=j.stop_now,
                 messages=j.messages,
                 on_text=self._on_text(j),
+                stop=stop,
             )
-            for j in jobs
+            for j, text, stop in zip(jobs, texts, stops, strict=True)
         ]
         t0 = time.perf_counter()
         try:
-            gens = self.generator.generate_rows(rows, adapter=jobs[0].adapter)
+            gens = self.generator.generate_rows(rows, adapter=jobs[0].adapter, sampling=jobs[0].sampling)
         except BaseException as exc:  # e.g. the adapter was unloaded while the job waited
             for j in jobs:
                 j.emit(("error", exc))
@@ -261,13 +279,21 @@ class Scheduler:
         self.stats.last_tokens_per_s = n_tokens / seconds if seconds > 0 else 0.0
         if self.on_batch is not None:
             self.on_batch(len(jobs), n_tokens, seconds)
-        for j, g, row in zip(jobs, gens, rows, strict=True):
-            if j.cancelled.is_set():
-                continue
-            if row.stopped_early:
-                j.emit(("error", deadline_exceeded(j.timeout_s)))
-            else:
-                j.emit(("done", g))
+        for j, g, row, text in zip(jobs, gens, rows, texts, strict=True):
+            self._finish(j, g, row, text)
+
+    @staticmethod
+    def _finish(job: Job, gen: Generation, row: RowRequest, text: TextPieces) -> None:
+        """The stream's held-back tail (a half character, what looked like a stop string), then done."""
+        if job.cancelled.is_set():
+            return
+        if row.stopped_early:
+            job.emit(("error", deadline_exceeded(job.timeout_s)))
+            return
+        rest = text.rest()
+        if job.stream and rest:
+            job.emit(("piece", rest))
+        job.emit(("done", gen))
 
 
 def async_emitter(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Event]) -> Callable[[Event], None]:

@@ -8,6 +8,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from ragtune.core.config import Mode
 from ragtune.core.errors import DataError
+from ragtune.core.options import MAX_STOP_CHARS, MAX_STOPS, Sampling
 from ragtune.core.types import Answer
 from ragtune.retrieval.filters import parse_filters
 
@@ -29,7 +30,42 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class AnswerRequest(_Body):
+StopString = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+SEED_RANGE = 2**63
+
+
+class SamplingFields(BaseModel):
+    """The OpenAI sampling fields, shared by `/v1/answer` and `/v1/chat/completions`. Left out, the
+    server's `generation.*` config decides (greedy by default)."""
+
+    temperature: float | None = Field(None, ge=0, le=2, description="0: greedy; above 0: sampled at this temperature")
+    top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling cut, when sampling")
+    seed: int | None = Field(
+        None, ge=-SEED_RANGE, lt=SEED_RANGE, description="the same seed and request give the same text"
+    )
+    stop: StopString | list[StopString] | None = Field(
+        None, description=f"up to {MAX_STOPS} strings; the answer ends before the first that appears"
+    )
+
+    @field_validator("stop")
+    @classmethod
+    def _few_stops(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and len(value) > MAX_STOPS:
+            raise ValueError(f"at most {MAX_STOPS} stop strings")
+        return value
+
+    def sampling(self) -> Sampling | None:
+        """These fields as the generator's `Sampling`; None when the request sets none of them."""
+        stop = tuple([self.stop] if isinstance(self.stop, str) else self.stop or [])
+        if self.temperature is None and self.top_p is None and self.seed is None and not stop:
+            return None
+        do_sample = None if self.temperature is None else self.temperature > 0
+        return Sampling(
+            do_sample=do_sample, temperature=self.temperature or None, top_p=self.top_p, seed=self.seed, stop=stop
+        )
+
+
+class AnswerRequest(SamplingFields, _Body):
     question: str = Field(min_length=1, max_length=8000)
     mode: Mode | None = Field(None, description="base | ft | rag | hybrid; default from serving.default_mode")
     adapter: str | None = Field(None, min_length=1, max_length=200, description="a name from GET /v1/adapters")

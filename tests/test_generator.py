@@ -52,3 +52,28 @@ def test_generation_reports_usage_and_timing(generator):
 def test_unknown_adapter_is_a_clear_error(generator):
     with pytest.raises(NotFoundError, match="not loaded"):
         generator.generate(["x"], adapter="missing")
+
+
+def test_stream_text_holds_back_what_may_be_a_stop_string():
+    from ragtune.core.generator import StreamText
+
+    s = StreamText(stop=("Sources:", "##"))
+    assert s.release("The lamp lasts 31 hours.\nSou") == "The lamp lasts 31 hours.\n"
+    assert s.release("The lamp lasts 31 hours.\nSoup") == "Soup"  # not a stop after all: let it go
+    assert s.release("The lamp lasts 31 hours.\nSoup #") == " "
+    assert s.release("The lamp lasts 31 hours.\nSoup ## more") == ""  # a stop: nothing from it on
+    assert s.sent == "The lamp lasts 31 hours.\nSoup "
+    end = StreamText(stop=("Sources:",))
+    assert end.release("Done. Sour") == "Done. " and end.release("Done. Sour", final=True) == "Sour"
+
+
+def test_stop_strings_end_generate_and_stream_alike(generator):
+    p = PromptBuilder(generator.tokenizer, "Be brief.").prompt("What is the capital of France?")
+    full = generator.generate([p], max_new_tokens=12)[0]
+    stop = full.text.split()[2]
+    cut = Sampling(stop=(stop,))
+    *pieces, streamed = list(generator.stream(p, max_new_tokens=12, sampling=cut))
+    whole = generator.generate([p], max_new_tokens=12, sampling=cut)[0]
+    assert whole.text == full.text[: full.text.index(stop)].strip() == streamed.text
+    assert "".join(pieces).strip() == whole.text and stop not in "".join(pieces)
+    assert whole.completion_tokens < full.completion_tokens

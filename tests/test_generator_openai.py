@@ -16,6 +16,8 @@ from fastapi.testclient import TestClient
 
 from ragtune.core.config import load_config
 from ragtune.core.errors import ConfigError, NotFoundError, UpstreamError
+from ragtune.core.generator import RowRequest
+from ragtune.core.options import Sampling
 from ragtune.core.remote_generator import OpenAIGenerator
 from ragtune.core.types import Answer
 from ragtune.eval.harness.arms import EvalSuite, GeneratorSpec
@@ -78,6 +80,32 @@ def test_remote_answers_are_the_in_process_answers(engine, remote, mode):
     assert [c.doc_id for c in there.citations] == [c.doc_id for c in here.citations]
     if mode == "hybrid":
         assert there.citations[0].doc_id == "zorblat-battery" and there.snapshot
+
+
+def test_sampling_stop_and_max_tokens_reach_the_server(engine, remote):
+    """The server (ragtune with engine_api) decodes with what the request carries: seeded sampling
+    there equals seeded sampling here, and a stop string ends its decoding early."""
+    _, local = engine
+    poem = "Write a short poem about the sea."
+    warm = Sampling(do_sample=True, temperature=1.3, top_p=0.9, seed=5)
+    here, there = (p.answer(poem, mode="base", max_new_tokens=N, sampling=warm) for p in (local, remote))
+    greedy = local.answer(poem, mode="base", max_new_tokens=N)
+    reseeded = remote.answer(poem, mode="base", max_new_tokens=N, sampling=warm.model_copy(update={"seed": 6}))
+    print(f"sampled {there.answer!r}, reseeded {reseeded.answer!r}, greedy {greedy.answer!r}")
+    assert there.answer == here.answer != greedy.answer and reseeded.answer != there.answer
+    stop = greedy.answer.split()[2]
+    cut = remote.answer(poem, mode="base", max_new_tokens=N, sampling=Sampling(stop=(stop,)))
+    assert cut.answer == greedy.answer[: greedy.answer.index(stop)].strip()
+    assert cut.usage.completion_tokens < greedy.usage.completion_tokens  # the server's count: it stopped there
+    assert remote.answer(poem, mode="base", max_new_tokens=2).usage.completion_tokens <= 2
+    body = remote.generator._body(RowRequest("p", 7, stop=("x",)), "m", warm)
+    assert (body["temperature"], body["top_p"], body["seed"], body["stop"], body["max_tokens"]) == (
+        1.3,
+        0.9,
+        5,
+        ["x"],
+        7,
+    )
 
 
 def test_the_adapter_name_is_the_model_sent(remote):

@@ -53,3 +53,25 @@ def test_unknown_model_is_a_404_the_client_understands(client):
         client.chat.completions.create(
             model="ragtune-ft:ghost", messages=[{"role": "user", "content": Q}], max_tokens=2
         )
+
+
+def test_errors_reach_the_client_in_the_openai_shape(client):
+    with pytest.raises(openai.BadRequestError, match="n=1") as err:
+        client.chat.completions.create(model="ragtune-base", messages=[{"role": "user", "content": Q}], n=2)
+    assert (err.value.type, err.value.code, err.value.param) == ("invalid_request_error", "invalid_request", "n")
+    with pytest.raises(openai.NotFoundError) as err:
+        client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": Q}], max_tokens=2)
+    assert (err.value.code, err.value.param) == ("model_not_found", "model")
+
+
+def test_the_clients_sampling_fields_are_honoured(client):
+    def ask(**kw):
+        r = client.chat.completions.create(
+            model="ragtune-base", messages=[{"role": "user", "content": "Write about the sea."}], max_tokens=8, **kw
+        )
+        return r.choices[0].message.content
+
+    first = ask(temperature=1.3, top_p=0.95, seed=21)
+    assert first == ask(temperature=1.3, top_p=0.95, seed=21) != ask()
+    word = first.split()[1]
+    assert ask(temperature=1.3, top_p=0.95, seed=21, stop=[word]) == first[: first.index(word)].strip()

@@ -71,3 +71,39 @@ def test_chat_page_streams_an_answer_with_citations(serving_pipeline, live_serve
     assert "mode rag" in meta and "snapshot s" in meta
     assert (tmp_path / "chat.png").stat().st_size > 1000
     assert not errors, errors
+
+
+def test_chat_page_sends_the_conversation_and_forgets_it_on_reset(serving_pipeline, live_server, driver):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    wait = WebDriverWait(driver, 120)
+
+    def ask(question: str, turns: int) -> None:
+        driver.find_element(By.ID, "question").send_keys(question)
+        driver.find_element(By.ID, "send").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".turn .meta")) == turns)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".turn .meta")[-1].text)
+
+    with live_server(create_app(serving_pipeline())) as url:
+        driver.get(url + "/")
+        # record what the page sends, as the server receives it
+        driver.execute_script(
+            "window.sent = []; const f = window.fetch; window.fetch = (u, o) => {"
+            " if (o && o.body) window.sent.push(JSON.parse(o.body)); return f(u, o); };"
+        )
+        Select(driver.find_element(By.ID, "mode")).select_by_visible_text("ft")  # short prompts: a quick test
+        ask("How long does a Zorblat lamp battery last?", 1)
+        first = driver.find_element(By.CSS_SELECTOR, ".turn .a").text
+        ask("And how long does charging take?", 2)
+        sent = driver.execute_script("return window.sent")
+        driver.find_element(By.ID, "reset").click()
+        cleared = len(driver.find_elements(By.CSS_SELECTOR, ".turn"))
+        ask("What colours does the lamp come in?", 1)
+        after_reset = driver.execute_script("return window.sent")[-1]
+        errors = [e["message"] for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+    assert [m["role"] for m in sent[1]["messages"]] == ["user", "assistant", "user"]
+    assert sent[1]["messages"][1]["content"] == first and first.strip()
+    assert sent[1]["model"] == "ragtune-ft" and sent[1]["stream"] is True
+    assert cleared == 0 and [m["content"] for m in after_reset["messages"]] == ["What colours does the lamp come in?"]
+    assert not errors, errors

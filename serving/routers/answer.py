@@ -14,7 +14,7 @@ from ragtune.core.errors import RagtuneError, UpstreamError
 from ragtune.core.options import AnswerOptions
 from ragtune.core.types import Answer
 from ragtune.serving import answering
-from ragtune.serving.errors import ApiError, ClientGone
+from ragtune.serving.errors import ApiError, ClientGone, error_body
 from ragtune.serving.schemas import ERRORS, AnswerRequest
 from ragtune.serving.security import read_access
 
@@ -28,16 +28,18 @@ SSE_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
-def error_event(exc: BaseException) -> dict[str, Any]:
+def error_event(exc: BaseException, openai: bool = False) -> dict[str, Any]:
+    """An error after the stream started, in-band: ragtune's error body, or the OpenAI one."""
     if isinstance(exc, ApiError):
-        code, message = exc.code, exc.message
+        status, code, message = exc.status, exc.code, exc.message
     elif isinstance(exc, UpstreamError):
-        code, message = "generator_unavailable" if exc.status == 503 else "generator_error", str(exc)
+        status, message = exc.status, str(exc)
+        code = "generator_unavailable" if exc.status == 503 else "generator_error"
     elif isinstance(exc, RagtuneError):
-        code, message = "bad_request", str(exc)
+        status, code, message = 400, "bad_request", str(exc)
     else:
-        code, message = "internal", "generation failed"
-    return {"event": "error", "data": json.dumps({"error": {"code": code, "message": message}})}
+        status, code, message = 500, "internal", "generation failed"
+    return {"event": "error", "data": json.dumps(error_body(status, code, message, openai=openai))}
 
 
 @router.post("/v1/answer", response_model=Answer, responses={**ERRORS, 504: ERRORS[503], **SSE_DOC})
@@ -50,6 +52,7 @@ async def answer(body: AnswerRequest, request: Request, _: str = read_access) ->
         filters=body.filters,
         snapshot=body.snapshot,
         max_new_tokens=body.max_new_tokens,
+        sampling=body.sampling(),
     )
     running = await answering.start(request, body.question, options, body.ignore_eos, stream=body.stream)
     if not body.stream:

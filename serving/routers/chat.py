@@ -1,8 +1,11 @@
 """OpenAI-compatible `POST /v1/chat/completions` and `GET /v1/models`.
 
 `model` names mode and adapter: `ragtune-hybrid:house-style`, `ragtune-rag`, `ragtune-ft` (default
-adapter). The last user message is the question; the house system prompt stays ours, so a client's
-system message cannot change the style the adapter was trained for.
+adapter). The last user message is the question and the user/assistant turns before it are the
+conversation: retrieval searches the question condensed with them (`serving.condense`), the prompt
+quotes them as fenced data (`serving.history_tokens`). The house system prompt stays ours, so a
+client's system message cannot change the style the adapter was trained for. `temperature`, `top_p`,
+`seed`, `stop` and `max_tokens` reach the generator; `n` above 1 is refused.
 
 With `serving.engine_api`, the server also answers as an engine does (vLLM with `--lora-modules`):
 `model` is the base model's name (`HuggingFaceTB/SmolLM2-135M-Instruct` for the bundled one, or the
@@ -32,6 +35,7 @@ from ragtune.core.prompt import Messages
 from ragtune.core.types import Answer
 from ragtune.serving import answering
 from ragtune.serving.chat_schemas import (
+    OPENAI_ERRORS,
     ChatChoice,
     ChatChoiceMessage,
     ChatRequest,
@@ -42,9 +46,8 @@ from ragtune.serving.chat_schemas import (
     RagtuneExtras,
 )
 from ragtune.serving.contracts import AnswerPipeline
-from ragtune.serving.errors import ApiError, ClientGone
+from ragtune.serving.errors import CHAT_PATH, MODELS_PATH, ApiError, ClientGone
 from ragtune.serving.routers.answer import error_event
-from ragtune.serving.schemas import ERRORS
 from ragtune.serving.security import read_access
 from ragtune.serving.validation import check_text
 
@@ -58,12 +61,16 @@ def parse_model(model: str) -> tuple[Mode, str | None]:
     name, _, adapter = model.partition(":")
     mode = name.removeprefix(PREFIX) if name.startswith(PREFIX) else ""
     if mode not in MODES:
-        raise ApiError(404, "model_not_found", f"unknown model '{model}'; GET /v1/models lists them")
+        raise unknown_model(model)
     if adapter and mode not in TUNED:
-        raise ApiError(404, "model_not_found", f"model '{model}': mode '{mode}' takes no adapter")
+        raise ApiError(404, "model_not_found", f"model '{model}': mode '{mode}' takes no adapter", param="model")
     if adapter and not is_adapter_name(adapter):
-        raise ApiError(404, "model_not_found", f"unknown model '{model}'; GET /v1/models lists them")
+        raise unknown_model(model)
     return check_mode(mode), adapter or None
+
+
+def unknown_model(model: str) -> ApiError:
+    return ApiError(404, "model_not_found", f"unknown model '{model}'; GET /v1/models lists them", param="model")
 
 
 def _adapter_names(pipeline: AnswerPipeline) -> list[str]:
@@ -82,7 +89,7 @@ def check_model(pipeline: AnswerPipeline, model: str, adapter: str | None) -> No
     try:
         adapter_path(pipeline.config.adapters_dir, adapter)
     except NotFoundError:
-        raise ApiError(404, "model_not_found", f"unknown model '{model}'; GET /v1/models lists them") from None
+        raise unknown_model(model) from None
 
 
 def model_ids(pipeline: AnswerPipeline) -> list[str]:
@@ -105,22 +112,37 @@ def engine_model(pipeline: AnswerPipeline, model: str) -> tuple[Mode, str | None
     return None
 
 
-@router.get("/v1/models", response_model=ModelList, responses=ERRORS)
+@router.get(MODELS_PATH, response_model=ModelList, responses=OPENAI_ERRORS)
 def models(request: Request, _: str = read_access) -> ModelList:
     """Every mode, and every mode x adapter pair for the tuned modes."""
     return ModelList(data=[ModelCard(id=i) for i in model_ids(request.app.state.pipeline)])
 
 
-def _question(body: ChatRequest) -> str:
-    users = [m for m in body.messages if m.role == "user" and m.text().strip()]
-    if not users:
-        raise ApiError(422, "invalid_request", "messages: no user message with text")
-    question = users[-1].text()
-    check_text("messages: the last user message", question, MAX_CONTENT_CHARS)
-    return question
+def conversation(body: ChatRequest) -> tuple[str, Messages]:
+    """The question (the last user message with text) and the user/assistant turns before it.
+
+    System, developer and tool messages are left out: the house system prompt stays the server's."""
+    last = max((i for i, m in enumerate(body.messages) if m.role == "user" and m.text().strip()), default=None)
+    if last is None:
+        raise ApiError(422, "invalid_request", "messages: no user message with text", param="messages")
+    history: Messages = []
+    for i, m in enumerate(body.messages[: last + 1]):
+        if m.role in ("user", "assistant") and m.text().strip():
+            check_text(f"messages.{i}.content", m.text(), MAX_CONTENT_CHARS)
+            history.append({"role": m.role, "content": m.text()})
+    question = history.pop()["content"]
+    return question, history
+
+
+def check_choices(body: ChatRequest) -> None:
+    if body.n is not None and body.n != 1:
+        raise ApiError(400, "invalid_request", f"n: {body.n} choices asked; this server answers one (n=1)", param="n")
 
 
 def _response(body: ChatRequest, cid: str, created: int, ans: Answer, limit: int) -> ChatResponse:
+    extras = RagtuneExtras(
+        citations=ans.citations, snapshot=ans.snapshot, adapter=ans.adapter, mode=ans.mode, timings=ans.timings
+    )
     u = ans.usage
     return ChatResponse(
         id=cid,
@@ -137,22 +159,23 @@ def _response(body: ChatRequest, cid: str, created: int, ans: Answer, limit: int
             completion_tokens=u.completion_tokens,
             total_tokens=u.prompt_tokens + u.completion_tokens,
         ),
-        ragtune=RagtuneExtras(citations=ans.citations, snapshot=ans.snapshot, adapter=ans.adapter, mode=ans.mode),
+        ragtune=extras,
     )
 
 
-@router.post("/v1/chat/completions", response_model=ChatResponse, responses={**ERRORS, 504: ERRORS[503]})
+@router.post(CHAT_PATH, response_model=ChatResponse, responses=OPENAI_ERRORS)
 async def chat_completions(body: ChatRequest, request: Request, _: str = read_access) -> Any:
     """Chat completion in the OpenAI format, streaming (`stream: true`) or not."""
+    check_choices(body)
     engine = engine_model(request.app.state.pipeline, body.model)
     mode, adapter = engine or parse_model(body.model)
     if engine is None:
         check_model(request.app.state.pipeline, body.model, adapter)
     limit = body.max_completion_tokens or body.max_tokens
-    options = AnswerOptions(mode=mode, adapter=adapter, max_new_tokens=limit)
+    options = AnswerOptions(mode=mode, adapter=adapter, max_new_tokens=limit, sampling=body.sampling())
     messages: Messages | None = [{"role": m.role, "content": m.text()} for m in body.messages] if engine else None
-    question = "" if engine else _question(body)
-    running = await answering.start(request, question, options, stream=body.stream, messages=messages)
+    question, history = ("", []) if engine else conversation(body)
+    running = await answering.start(request, question, options, stream=body.stream, messages=messages, history=history)
     limit = running.job.max_new_tokens
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     if not body.stream:
@@ -188,6 +211,6 @@ async def chat_completions(body: ChatRequest, request: Request, _: str = read_ac
                     yield chunk({"content": item})
             yield {"data": "[DONE]"}
         except Exception as exc:
-            yield error_event(exc)
+            yield error_event(exc, openai=True)
 
     return EventSourceResponse(events(), ping=15)
