@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import os
 import re
 from collections.abc import Iterator
 from functools import cache
@@ -80,6 +81,20 @@ def _collect(node: ast.AST, out: dict[str, set[str]]) -> None:
         out[""].update(t.id for t in node.targets if isinstance(t, ast.Name))
 
 
+SKIP_DIRS = {".venv", ".git", ".ragtune", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
+
+
+@cache
+def repo_files() -> dict[str, list[Path]]:
+    """file name -> the repository's files of that name (one walk, without the venv and caches)."""
+    out: dict[str, list[Path]] = {}
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in SKIP_DIRS]
+        for f in files:
+            out.setdefault(f, []).append(Path(folder) / f)
+    return out
+
+
 @cache
 def source_words() -> set[str]:
     words: set[str] = set()
@@ -120,7 +135,7 @@ def _file(span: str) -> list[str]:
     if not m or "*" in span:
         return []
     rel = m.group(1)
-    hits = [h for h in ROOT.rglob(Path(rel).name) if h.as_posix().endswith("/" + rel) and ".venv" not in h.parts]
+    hits = [h for h in repo_files().get(Path(rel).name, []) if h.as_posix().endswith("/" + rel)]
     if not hits:
         return [f"file {rel} does not exist"]
     if m.group(2) and not any(re.search(rf"\b(def|class) {m.group(2)}\b", h.read_text()) for h in hits):
