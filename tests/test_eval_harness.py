@@ -127,6 +127,7 @@ def test_arms_variants_statistics_reports_and_resume(pipeline_factory, tmp_path:
     assert tests and all(t.diff == 0 and not t.significant for t in tests) and "rag (new)" in cmp_md
 
 
+@pytest.mark.slow
 def test_killed_eval_resumes_where_it_stopped(tmp_path: Path):
     data = tmp_path / "qa.jsonl"
     qs = [f"Name one colour of the rainbow number {i}." for i in range(8)]
@@ -165,6 +166,7 @@ def test_killed_eval_resumes_where_it_stopped(tmp_path: Path):
     assert json.loads((out / "report.json").read_text())["summary"]["base"]["n"] == 8
 
 
+@pytest.mark.slow
 def test_freshness_scenario_reports_who_followed(generator, tmp_path: Path):
     from ragtune.retrieval.index import Index
     from ragtune.serving.pipeline import Pipeline

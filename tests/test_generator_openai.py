@@ -209,6 +209,7 @@ def test_generator_spec_needs_a_url_for_openai():
         GeneratorSpec(backend="openai")
 
 
+@pytest.mark.slow
 def test_eval_mixes_an_in_process_arm_and_a_remote_arm_in_one_paired_report(engine, tmp_path):
     url, local = engine
     facts = [

@@ -40,6 +40,7 @@ def _ingest_and_sync(tmp_path: Path, opener: IndexOpener) -> None:
     assert (out.kills, out.survived, out.records_lost, out.half_visible) == (2, 2, 0, 0), out.notes
 
 
+@pytest.mark.slow
 def test_sigkill_during_ingest_and_sync_loses_nothing_committed(tmp_path: Path):
     _ingest_and_sync(tmp_path, IndexOpener("embedded", None))
 
@@ -49,6 +50,7 @@ def test_sigkill_during_ingest_and_sync_loses_nothing_committed_on_postgres(tmp_
     _ingest_and_sync(tmp_path, IndexOpener("postgres", pg_uri))
 
 
+@pytest.mark.model  # a subprocess that loads the embedder, killed mid-batch
 def test_sigkill_during_an_api_batch_loses_nothing_committed(tmp_path: Path):
     ws = tmp_path / "ws"
     ws.mkdir()
@@ -63,6 +65,7 @@ def test_faiss_file_truncated_or_deleted_is_rebuilt(tmp_path: Path):
     assert result == {"truncated": True, "deleted": True, "ok": True}
 
 
+@pytest.mark.slow
 def test_a_commit_out_of_space_is_a_clear_error_and_the_index_stays_readable(tmp_path: Path):
     result = disk_full_round(tmp_path / "full")
     assert result["error"] == "IndexWriteError" and result["ok"], result

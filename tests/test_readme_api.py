@@ -8,6 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# trains or loads the language model (in process or in a subprocess): not in `make test-fast`
+pytestmark = pytest.mark.model
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 

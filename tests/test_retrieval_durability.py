@@ -46,6 +46,7 @@ def _expected_ids(n_commits: int) -> set[str]:
     return ids - {f"d{b}-{i}" for b in range(n_commits - 1) for i in range(0, BATCH, 2)}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_ingest_leaves_the_last_commit(tmp_path: Path, open_index):
     path = tmp_path / "ix"
     script = tmp_path / "child.py"

@@ -66,6 +66,7 @@ def test_no_request_gets_a_server_error(app, mode):
     )  # answers, not only refusals
 
 
+@pytest.mark.slow
 def test_targeted_fuzz_no_5xx_and_every_write_reads_back(serving_pipeline):
     from api_fuzz import fuzz as targeted
     from fastapi.testclient import TestClient

@@ -37,6 +37,7 @@ def test_plan_bind_keeps_keyless_servers_on_loopback(tmp_path: Path):
     assert plan_bind(keyed, "0.0.0.0", None, None).note is None
 
 
+@pytest.mark.slow
 def test_two_workers_serve_one_index_and_see_each_others_writes(serving_pipeline):
     ws = serving_pipeline(own_index=True).config.workspace
     port = free_port()

@@ -9,8 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ragtune.cli.tuning import accelerate_command
 from ragtune.core.adapters import read_card
+
+# trains or loads the language model (in process or in a subprocess): not in `make test-fast`
+pytestmark = pytest.mark.model
 
 ACCELERATE_CPU = """\
 compute_environment: LOCAL_MACHINE
@@ -49,6 +54,7 @@ def test_a_missing_accelerate_config_is_one_line_and_exit_2(tmp_path: Path):
     assert r.stderr.strip() == f"error: accelerate config file not found: {tmp_path / 'nope.yaml'}"
 
 
+@pytest.mark.slow
 def test_a_one_process_cpu_accelerate_config_trains_an_adapter(tmp_path: Path):
     config = tmp_path / "accelerate.yaml"
     config.write_text(ACCELERATE_CPU)

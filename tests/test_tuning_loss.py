@@ -59,6 +59,7 @@ def _grads(model: Any) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("kind", ["lora", "full"])
+@pytest.mark.slow
 def test_answer_token_loss_equals_the_models_own_loss_and_gradients(model_and_tokenizer, kind: str):
     base, tok = model_and_tokenizer
     model = _lora(base) if kind == "lora" else copy.deepcopy(base)
@@ -230,6 +231,9 @@ def test_gradient_checkpointing_auto_turns_on_for_the_default_ft100_batch(model_
 _HEAP_PROBE = """
 import os, sys, torch
 from pathlib import Path
+
+# trains or loads the language model (in process or in a subprocess): not in `make test-fast`
+pytestmark = pytest.mark.model
 
 
 def rss_mb():

@@ -28,6 +28,9 @@ from ragtune.tuning.data import Example
 from ragtune.tuning.merge import merge_adapter
 from ragtune.tuning.trainer import target_modules, train_adapter
 
+# trains or loads the language model (in process or in a subprocess): not in `make test-fast`
+pytestmark = pytest.mark.model
+
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {
     "batch_size": 4,
@@ -97,6 +100,7 @@ def _child_env() -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
+@pytest.mark.slow
 def test_resume_after_kill(tmp_path: Path):
     tuning = {"epochs": 2}
     data, overrides = _write_inputs(tmp_path, tuning)
@@ -138,6 +142,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_two_process_ddp_writes_one_adapter_and_loss_goes_down(tmp_path: Path):
     data, overrides = _write_inputs(tmp_path, {"epochs": 1})
     script = tmp_path / "child.py"
@@ -190,6 +195,7 @@ def _foreign(adapter: Path, dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow
 def test_continue_from_adapter_and_base_model_mismatch(tmp_path: Path, tiny_adapter: Path):
     cfg = _config(tmp_path / "ws")
     shutil.copytree(tiny_adapter, cfg.adapters_dir / "tiny")
