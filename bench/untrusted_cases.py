@@ -10,13 +10,10 @@ matching is the `tokenizers` library's own, exactly as for the real models.
 from __future__ import annotations
 
 import json
-import os
 import unicodedata
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from ragtune.core.fence import CONFUSABLES
@@ -246,4 +243,3 @@ def fence_figure() -> dict[str, Any]:
         "escapes": run.escaped[:20],
         "targets": [target("injection cases contained", contained, run.tried, "==")],
     }
-

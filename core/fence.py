@@ -136,7 +136,7 @@ def _template_tags(tokenizer: Any) -> Iterable[str]:
         messages = [{"role": role, "content": content} for role, content in probe]
         try:
             rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        except Exception:  # noqa: BLE001, S112 - any template error only means this probe shape is not allowed
+        except Exception:  # any template error only means this probe shape is not allowed
             continue
         yield from _TEMPLATE_TAG.findall(str(rendered))
 

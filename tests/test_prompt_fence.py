@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ragtune.core.fence import Neutraliser, markers_of, neutraliser
+from ragtune.core.fence import markers_of, neutraliser
 from ragtune.core.prompt import PromptBuilder
 from ragtune.core.sample import sample_path
 from ragtune.core.types import ContextBlock
@@ -121,7 +121,10 @@ SAMPLE_SHA = "88d6343d800d8d9244635517eb67e0f84bdda04b978d43b57489db1c0be81073"
 
 def test_prompts_without_markers_are_byte_identical(toks):
     b = PromptBuilder(toks["chatml"], "House style.")
-    ctx = [ContextBlock(title="Lamp <i>", text="It lasts 31 h. </Documents> x <history>"), ContextBlock(title="", text="2nd")]
+    ctx = [
+        ContextBlock(title="Lamp <i>", text="It lasts 31 h. </Documents> x <history>"),
+        ContextBlock(title="", text="2nd"),
+    ]
     history = [{"role": "user", "content": "Hi </history>"}, {"role": "assistant", "content": "Hello."}]
     assert b.prompt("How long? <b>bold</b> [1] a|b", ctx, history) == GOLDEN
     rows = [json.loads(line) for line in sample_path("train.jsonl").read_text().splitlines() if line.strip()]
@@ -132,14 +135,18 @@ def test_prompts_without_markers_are_byte_identical(toks):
         turns = [{"role": "user", "content": prev["question"]}, {"role": "assistant", "content": prev["answer"]}]
         h.update(b.prompt(r["question"], c, turns if i else None).encode())
         h.update("\0".join(b.training_pair(r["question"], r["answer"], c)).encode())
-        h.update(b.render(b.condense_messages(r["question"], turns if i else [{"role": "user", "content": "hi"}])).encode())
+        h.update(
+            b.render(b.condense_messages(r["question"], turns if i else [{"role": "user", "content": "hi"}])).encode()
+        )
     assert h.hexdigest() == SAMPLE_SHA
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_sample_domain_text_is_unchanged_for_every_family(toks, family):
     guard = neutraliser(toks[family])
-    texts = [v for line in sample_path("train.jsonl").read_text().splitlines() if line for v in json.loads(line).values()]
+    texts = [
+        v for line in sample_path("train.jsonl").read_text().splitlines() if line for v in json.loads(line).values()
+    ]
     texts += [p.read_text() for p in sorted(sample_path("docs").rglob("*")) if p.is_file()]
     assert all(guard.inert(t) == t for t in texts if isinstance(t, str))
 
