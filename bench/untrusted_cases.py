@@ -14,6 +14,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from ragtune.core.fence import CONFUSABLES
@@ -242,4 +243,159 @@ def fence_figure() -> dict[str, Any]:
         "families": sorted(tokenizers()),
         "escapes": run.escaped[:20],
         "targets": [target("injection cases contained", contained, run.tried, "==")],
+    }
+
+
+# --- the CLI bad-input table -------------------------------------------------------------------------
+
+NOT_UTF8 = (  # line 1 is fine; line 2 is Latin-1
+    b'{"id": "e1", "question": "q?", "answers": ["a"], "answer": "a", "text": "t"}\n'
+    b'{"id": "e2", "question": "caf\xe9?"}\n'
+)
+GOOD_EVAL = '{"id": "e1", "question": "How long does the lamp last?", "answers": ["31 hours"]}\n'
+GOOD_TRAIN = '{"question": "How long does the lamp last?", "answer": "31 hours."}\n' * 4
+NO_MODEL = "models:\n  generator: bundled:no-such-generator\n  embedder: bundled:no-such-embedder\n"
+
+
+@dataclass(frozen=True)
+class CliCase:
+    """One bad input: the command line (with `{root}` for the case folder) and what the error must name."""
+
+    name: str
+    argv: tuple[str, ...]
+    names: str  # the file (and `:line`) the one error line must mention
+    workspace: str = "ws"  # "ws": an empty workspace; "corrupt": its index/store.sqlite is garbage
+
+
+def _files(root: Path) -> None:
+    """The inputs the table refers to, written into `root`."""
+    (root / "docs").mkdir(parents=True, exist_ok=True)
+    (root / "docs" / "lamp.md").write_text("# Lamp\n\nThe lamp lasts 31 hours.\n")
+    (root / "latin1.jsonl").write_bytes(NOT_UTF8)
+    (root / "latin1.csv").write_bytes(b"question,answer\nq?,caf\xe9\n")
+    (root / "empty.jsonl").write_text("")
+    (root / "fields.jsonl").write_text('{"foo": 1}\n')
+    (root / "eval.jsonl").write_text(GOOD_EVAL)
+    (root / "train.jsonl").write_text(GOOD_TRAIN)
+    (root / "suite.yaml").write_bytes(b"arms: [base]\nnote: caf\xe9\n")
+    (root / "no-model.yaml").write_text(NO_MODEL)
+    store = root / "corrupt" / "index" / "store.sqlite"
+    store.parent.mkdir(parents=True, exist_ok=True)
+    store.write_bytes(b"this is not an index\n" + bytes(range(256)) * 16)
+
+
+def _verdict(data: str = "eval.jsonl", train: str = "train.jsonl") -> tuple[str, ...]:
+    return ("verdict", "--data", f"{{root}}/{data}", "--train", f"{{root}}/{train}", "--docs", "{root}/docs")
+
+
+CLI_CASES = [
+    CliCase("ingest non-utf8", ("ingest", "{root}/latin1.jsonl"), "latin1.jsonl"),
+    CliCase("tune non-utf8", ("tune", "--name", "x", "--data", "{root}/latin1.jsonl"), "latin1.jsonl:2"),
+    CliCase("tune non-utf8 csv", ("tune", "--name", "x", "--data", "{root}/latin1.csv"), "latin1.csv:2"),
+    CliCase("eval non-utf8", ("eval", "--data", "{root}/latin1.jsonl"), "latin1.jsonl:2"),
+    CliCase("eval suite non-utf8", ("eval", "--suite", "{root}/suite.yaml"), "suite.yaml:2"),
+    CliCase("verdict data non-utf8", _verdict(data="latin1.jsonl"), "latin1.jsonl:2"),
+    CliCase("verdict train non-utf8", _verdict(train="latin1.jsonl"), "latin1.jsonl:2"),
+    CliCase("ingest corrupt store", ("ingest", "{root}/docs"), "store.sqlite", "corrupt"),
+    CliCase("sync corrupt store", ("sync", "{root}/docs"), "store.sqlite", "corrupt"),
+    CliCase("delete corrupt store", ("delete", "lamp"), "store.sqlite", "corrupt"),
+    CliCase("search corrupt store", ("search", "lamp"), "store.sqlite", "corrupt"),
+    CliCase("index corrupt store", ("index",), "store.sqlite", "corrupt"),
+    CliCase("index snapshots corrupt store", ("index", "snapshots"), "store.sqlite", "corrupt"),
+    CliCase("ask corrupt store", ("ask", "How long?"), "store.sqlite", "corrupt"),
+    CliCase("serve corrupt store", ("serve", "--port", "1"), "store.sqlite", "corrupt"),
+    CliCase("eval corrupt store", ("eval", "--data", "{root}/eval.jsonl"), "store.sqlite", "corrupt"),
+    CliCase(
+        "tune causal-lm corrupt store", ("tune", "--name", "x", "--objective", "causal-lm"), "store.sqlite", "corrupt"
+    ),
+    CliCase("search filter bad json", ("search", "lamp", "--filter", "a={bad"), "--filter 'a={bad'"),
+    CliCase("search filter bad grammar", ("search", "lamp", "--filter", 'a={"$regex": "x"}'), "$regex"),
+    CliCase("search filter no value", ("search", "lamp", "--filter", "novalue"), "--filter 'novalue'"),
+    CliCase("ingest missing", ("ingest", "{root}/missing.jsonl"), "missing.jsonl"),
+    CliCase("tune missing", ("tune", "--name", "x", "--data", "{root}/missing.jsonl"), "missing.jsonl"),
+    CliCase("eval missing", ("eval", "--data", "{root}/missing.jsonl"), "missing.jsonl"),
+    CliCase("eval suite missing", ("eval", "--suite", "{root}/missing.yaml"), "missing.yaml"),
+    CliCase("verdict missing", _verdict(data="missing.jsonl"), "missing.jsonl"),
+    CliCase("ingest empty", ("ingest", "{root}/empty.jsonl"), "empty.jsonl"),
+    CliCase("tune empty", ("tune", "--name", "x", "--data", "{root}/empty.jsonl"), "empty.jsonl"),
+    CliCase("eval empty", ("eval", "--data", "{root}/empty.jsonl"), "empty.jsonl"),
+    CliCase("verdict empty", _verdict(data="empty.jsonl"), "empty.jsonl"),
+    CliCase("ingest wrong fields", ("ingest", "{root}/fields.jsonl"), "fields.jsonl:1"),
+    CliCase("tune wrong fields", ("tune", "--name", "x", "--data", "{root}/fields.jsonl"), "fields.jsonl:1"),
+    CliCase("eval wrong fields", ("eval", "--data", "{root}/fields.jsonl"), "fields.jsonl:1"),
+    CliCase("verdict wrong fields", _verdict(data="fields.jsonl"), "fields.jsonl:1"),
+]
+
+
+@dataclass
+class CliOutcome:
+    code: int | None
+    stdout: str
+    stderr: str
+    traceback: bool  # an exception left the entry point, or a traceback was printed
+
+
+def case_argv(case: CliCase, root: Path) -> list[str]:
+    argv = [a.replace("{root}", str(root)) for a in case.argv]
+    return [*argv, "--workspace", str(root / case.workspace), "--config", str(root / "no-model.yaml")]
+
+
+def run_cli(argv: list[str]) -> CliOutcome:
+    """`ragtune ARGV` through the real console entry point, in this process (no model is loaded: the
+    config names generators and embedders that do not exist, so loading one is a different error)."""
+    import contextlib
+    import io
+    import traceback
+
+    from ragtune.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code: int | None = 0
+    escaped = False
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except Exception:  # the contract is broken: record it as the traceback a user would have seen
+            traceback.print_exc(file=err)
+            code, escaped = None, True
+    text = out.getvalue() + err.getvalue()
+    return CliOutcome(code, out.getvalue(), err.getvalue(), escaped or "Traceback" in text)
+
+
+def cli_problems(case: CliCase, outcome: CliOutcome) -> list[str]:
+    """How an outcome breaks the contract: exit 2, one `error:` line naming the file, no traceback."""
+    problems = []
+    if outcome.traceback:
+        problems.append("traceback")
+    if outcome.code != 2:
+        problems.append(f"exit {outcome.code}")
+    lines = outcome.stderr.strip().splitlines()
+    if len(lines) != 1 or not lines[0].startswith("error: "):
+        problems.append(f"stderr is not one error line: {outcome.stderr[-300:]!r}")
+    elif case.names not in lines[0]:
+        problems.append(f"error line does not name {case.names!r}: {lines[0]}")
+    elif "no-such-" in lines[0]:
+        problems.append("a model was loaded before the input was checked")
+    return problems
+
+
+def cli_run(root: Path) -> dict[str, list[str]]:
+    """case name -> its problems (empty when the contract holds), every case run in `root`."""
+    _files(root)
+    return {case.name: cli_problems(case, run_cli(case_argv(case, root))) for case in CLI_CASES}
+
+
+def cli_figure(root: Path) -> dict[str, Any]:
+    results = cli_run(root)
+    tracebacks = sum("traceback" in p for p in results.values())
+    broken = {name: p for name, p in results.items() if p}
+    return {
+        "cli_cases": len(results),
+        "cli_broken": broken,
+        "targets": [
+            target("CLI bad-input cases ending in a traceback", tracebacks, 0, "=="),
+            target("CLI bad-input cases keeping the one-line contract", len(results) - len(broken), len(results), "=="),
+        ],
     }
