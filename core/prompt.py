@@ -145,4 +145,3 @@ class PromptBuilder:
             eos = self.tokenizer.eos_token or ""
             full = prompt + answer.strip() + eos
         return prompt, full
-
