@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ragtune.cli.options import OFF, ConfigFile, Workspace, console, load_cli_config
+from ragtune.cli.options import OFF, ConfigFile, Workspace, check_store, console, load_cli_config
 from ragtune.core.errors import ConfigError
 from ragtune.eval.harness.arms import DatasetKind
 
@@ -107,6 +107,7 @@ def eval_cmd(
     else:
         from ragtune.serving.pipeline import Pipeline
 
+        check_store(cfg)
         backend = InProcessBackend(Pipeline.from_config(cfg))
     run = evaluate(cfg, suite, backend, out, items=items, settings=RunSettings(fresh=fresh, progress=progress))
     console.print(run.md_path.read_text().split("\n## Manifest")[0])

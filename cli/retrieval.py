@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from ragtune.cli.options import OFF, ConfigFile, Workspace, console, load_cli_config
+from ragtune.cli.options import OFF, ConfigFile, Workspace, check_store, console, load_cli_config
 from ragtune.core.config import Config, SearchMode
 from ragtune.core.errors import RagtuneError
 
@@ -21,6 +21,7 @@ app.add_typer(index_app, name="index")
 def _index(cfg: Config):  # noqa: ANN202 - lazy import keeps --help fast
     from ragtune.retrieval.index import Index
 
+    check_store(cfg)
     return Index.from_config(cfg)
 
 
@@ -85,8 +86,21 @@ def delete(
     console.print(_index(load_cli_config(workspace, config)).delete(doc_ids).summary())
 
 
+def _filter_value(item: str, value: str) -> Any:
+    """A JSON value when it parses; plain text otherwise, unless it is meant as JSON (an object or list)."""
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        if value.lstrip()[:1] in ("{", "["):
+            raise RagtuneError(f"--filter '{item}': not valid JSON ({exc.msg}, column {exc.colno})") from None
+        return value
+
+
 def _parse_filters(raw: list[str] | None) -> dict[str, Any] | None:
-    """`key=value` pairs; a key given twice matches either value; values are JSON when they parse."""
+    """`key=value` pairs; a key given twice matches either value; values are JSON when they parse.
+    Checked against the filter grammar here, before the index or the embedder is opened."""
+    from ragtune.retrieval.filters import parse_filters
+
     if not raw:
         return None
     out: dict[str, list[Any]] = {}
@@ -94,12 +108,13 @@ def _parse_filters(raw: list[str] | None) -> dict[str, Any] | None:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise RagtuneError(f"--filter '{item}': use key=value")
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
-            parsed = value
-        out.setdefault(key, []).append(parsed)
-    return {k: v[0] if len(v) == 1 else v for k, v in out.items()}
+        out.setdefault(key, []).append(_filter_value(item, value))
+    filters = {k: v[0] if len(v) == 1 else v for k, v in out.items()}
+    try:
+        parse_filters(filters)
+    except RagtuneError as exc:
+        raise RagtuneError(f"--filter: {exc}") from None
+    return filters
 
 
 @app.command()
@@ -121,8 +136,9 @@ def search(
     config: ConfigFile = None,
 ) -> None:
     """Search the index: dense (FAISS), lexical (BM25) or hybrid (rank fusion)."""
+    parsed = _parse_filters(filters)
     ix = _index(load_cli_config(workspace, config))
-    hits = ix.search(query, k, mode=mode, filters=_parse_filters(filters), snapshot=snapshot)
+    hits = ix.search(query, k, mode=mode, filters=parsed, snapshot=snapshot)
     if as_json:
         print(json.dumps([h.model_dump() for h in hits], indent=2))
         return

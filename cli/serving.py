@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ragtune.cli.options import OFF, ConfigFile, Workspace, console, load_cli_config
+from ragtune.cli.options import OFF, ConfigFile, Workspace, check_store, console, load_cli_config
 from ragtune.core.config import Mode
 
 app = typer.Typer()
@@ -57,6 +57,7 @@ def ask(
 
     cfg = load_cli_config(workspace, config)
     mode = check_mode(mode or cfg.serving.default_mode)
+    check_store(cfg)  # a corrupt index fails now, not after the model has loaded
     pipeline = Pipeline.from_config(cfg)
     adapter = _adapter_ref(pipeline, adapter)
     if as_json:
@@ -98,6 +99,7 @@ def serve(
     from ragtune.serving.workers import plan_bind, run
 
     cfg = load_cli_config(workspace, config)
+    check_store(cfg)
     bind = plan_bind(cfg, host, port, workers)
     if bind.note:
         console.print(f"note: {bind.note}", style="yellow")

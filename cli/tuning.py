@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from ragtune.cli.options import OFF, ConfigFile, Workspace, console, load_cli_config
+from ragtune.cli.options import OFF, ConfigFile, Workspace, check_store, console, load_cli_config
 from ragtune.core.config import Config
 from ragtune.core.errors import DataError, RagtuneError
 
@@ -28,6 +28,7 @@ def _index(cfg: Config) -> Any:
 
     if not index_exists(cfg):
         raise DataError(f"no index in {cfg.workspace}: run `ragtune ingest PATH` first")
+    check_store(cfg)
     return Index.from_config(cfg)
 
 

@@ -6,6 +6,7 @@ can find it. `datasets` is imported only when a Dataset is actually given, to ke
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -67,3 +68,35 @@ def missing_keys(where: str, row: Mapping[str, Any], required: tuple[str, ...]) 
     if absent:
         have = ", ".join(sorted(map(str, row))) or "none"
         raise DataError(f"{where}: missing key {', '.join(repr(k) for k in absent)} (keys given: {have})")
+
+
+def not_utf8(path: Path, exc: UnicodeDecodeError, line: int, at: int) -> DataError:
+    """The error for a file that is not UTF-8: where (line, byte offset of the file) and what to do."""
+    return DataError(f"{path}:{line}: not UTF-8 text ({exc.reason} at byte {at}); save the file as UTF-8")
+
+
+def read_text(path: Path) -> str:
+    """A whole text file, UTF-8; a file that is not UTF-8 is a DataError naming its line and byte offset."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc, data[: exc.start].count(b"\n") + 1, exc.start) from None
+
+
+def jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    """(path:line, parsed row) for each non-blank line; bad UTF-8 or JSON is a DataError naming the line."""
+    offset = 0
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise not_utf8(path, exc, lineno, offset + exc.start) from None
+            offset += len(raw)
+            if not line.strip():
+                continue
+            try:
+                yield f"{path}:{lineno}", json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None

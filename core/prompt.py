@@ -2,16 +2,18 @@
 
 Retrieved text is fenced as data inside <documents> tags, and the earlier turns of a conversation
 inside <history> tags, and the system prompt says so: neither a document nor a turn a client claims
-was said earlier can pose as an instruction.
+was said earlier can pose as an instruction. Every untrusted piece (document, title, question, quoted
+turn) passes `Neutraliser.inert` first (`core/fence.py`), so it can neither close the fence nor
+produce the tokenizer's control tokens and open a turn of its own.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ragtune.core.fence import Neutraliser, neutraliser
 from ragtune.core.types import ContextBlock
 
 Messages = list[dict[str, str]]  # chat messages: [{"role": ..., "content": ...}, ...]
@@ -34,12 +36,6 @@ CONDENSE_PROMPT = (
 )
 SPEAKERS = {"user": "User", "assistant": "Assistant"}
 MIN_CUT_TOKENS = 8  # a turn cut to fewer tokens than this says too little to keep
-_TAGS = re.compile(r"<(/?)\s*(documents|history)\s*>", re.IGNORECASE)
-
-
-def _fence(text: str) -> str:
-    # Fenced text must not be able to close its fence (or open another) and speak as the user.
-    return _TAGS.sub(r"(\1\2)", text)
 
 
 def _turn_line(turn: dict[str, str]) -> str:
@@ -51,6 +47,11 @@ class PromptBuilder:
     tokenizer: Any
     system_prompt: str
 
+    @property
+    def guard(self) -> Neutraliser:
+        """What makes untrusted text inert for this tokenizer (derived once per tokenizer)."""
+        return neutraliser(self.tokenizer)
+
     def messages(
         self, question: str, contexts: Sequence[ContextBlock] | None = None, history: Messages | None = None
     ) -> Messages:
@@ -58,24 +59,34 @@ class PromptBuilder:
 
         `history` (user/assistant turns before this question, already within its token budget, see
         `fit_history`) is quoted inside the user turn, so the system turn stays the house prompt."""
-        system, parts = self.system_prompt, []
+        system, parts, inert = self.system_prompt, [], self.guard.inert
         if history:
             system = f"{system}\n{HISTORY_NOTE}"
-            parts.append(history_block(history))
+            parts.append(self.history_block(history))
         if contexts:
             system = f"{system}\n{DATA_NOTE}"
             blocks = "\n\n".join(
-                f"[{i}] {_fence(c.title) or 'Untitled'}\n{_fence(c.text.strip())}" for i, c in enumerate(contexts, 1)
+                f"[{i}] {inert(c.title) or 'Untitled'}\n{inert(c.text.strip())}" for i, c in enumerate(contexts, 1)
             )
             parts.append(f"<documents>\n{blocks}\n</documents>")
-        parts.append(f"Question: {question.strip()}")
+        parts.append(f"Question: {inert(question.strip())}")
         return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}]
 
     def condense_messages(self, question: str, history: Messages) -> Messages:
         """The request that asks the generator to rewrite a follow-up as a standalone question (for
         retrieval, `serving.condense: model`)."""
-        user = f"{history_block(history)}\n\nFollow-up question: {question.strip()}"
+        user = f"{self.history_block(history)}\n\nFollow-up question: {self.guard.inert(question.strip())}"
         return [{"role": "system", "content": CONDENSE_PROMPT}, {"role": "user", "content": user}]
+
+    def history_block(self, history: Messages) -> str:
+        """Earlier turns as quoted lines inside <history> tags, each turn made inert like a document."""
+        lines = "\n".join(self.guard.inert(_turn_line(t)) for t in history)
+        return f"<history>\n{lines}\n</history>"
+
+    def client_messages(self, messages: Messages) -> Messages:
+        """Chat messages a client sent to be rendered as they are (`Pipeline.prepare_chat`): their
+        structure is the client's, but no content may speak in this tokenizer's control tokens."""
+        return [{**m, "content": self.guard.specials(m.get("content", ""))} for m in messages]
 
     def count(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -134,9 +145,3 @@ class PromptBuilder:
             eos = self.tokenizer.eos_token or ""
             full = prompt + answer.strip() + eos
         return prompt, full
-
-
-def history_block(history: Messages) -> str:
-    """Earlier turns as quoted lines inside <history> tags, each turn fenced like a document."""
-    lines = "\n".join(_fence(_turn_line(t)) for t in history)
-    return f"<history>\n{lines}\n</history>"

@@ -259,6 +259,7 @@ class Pipeline:
             raise ConfigError("chat messages are answered as given: modes base or ft only")
         if not any(m.get("content", "").strip() for m in messages):
             raise DataError("messages: no message with text")
+        messages = self.builder.client_messages(messages)
         return Prepared(
             mode=options.mode,
             adapter=self.resolve_adapter(options.mode, options.adapter),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -18,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from ragtune.core.errors import DataError
-from ragtune.core.inputs import as_path, rows_of
+from ragtune.core.inputs import as_path, jsonl_rows, read_text, rows_of
 from ragtune.core.types import ContextBlock
 
 __all__ = ["Example", "ExamplesInput", "data_hash", "examples_from", "load_examples", "row_to_example"]
@@ -103,19 +104,8 @@ def row_to_example(row: Any) -> Example:
     return Example.model_validate(row)
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                yield f"{path}:{lineno}", json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None
-
-
 def _csv_rows(path: Path) -> Iterator[tuple[str, Any]]:
-    with path.open(encoding="utf-8", newline="") as fh:
+    with io.StringIO(read_text(path), newline="") as fh:
         reader = csv.DictReader(fh)
         for row in reader:
             if None in row:
@@ -150,7 +140,7 @@ def _rows(path: Path) -> Iterator[tuple[str, Any]]:
         return _disk_rows(path)
     if path.suffix.lower() == ".csv":
         return _csv_rows(path)
-    return _jsonl_rows(path)
+    return jsonl_rows(path)
 
 
 def _examples(rows: Iterable[tuple[str, Any]]) -> list[Example]:

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ragtune.core.config import RETRIEVING, TUNED, Mode, ModelsConfig, check_mode
 from ragtune.core.errors import ConfigError
+from ragtune.core.inputs import read_text
 from ragtune.core.options import AnswerOptions
 
 DatasetKind = Literal["jsonl", "cmu_qa", "scifact", "hotpotqa"]
@@ -164,7 +165,7 @@ def load_suite(path: Path) -> EvalSuite:
     if not path.is_file():
         raise ConfigError(f"eval suite not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(read_text(path))
         suite = EvalSuite.model_validate(raw)
     except yaml.YAMLError as exc:
         raise ConfigError(f"eval suite {path} is not valid YAML: {exc}") from None

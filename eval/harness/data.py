@@ -5,16 +5,15 @@
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from ragtune.core.errors import DataError
-from ragtune.core.inputs import as_path, need_mapping, rows_of
+from ragtune.core.inputs import as_path, jsonl_rows, need_mapping, rows_of
 
 T = TypeVar("T")
 
@@ -60,21 +59,10 @@ def _items(rows: Iterable[tuple[str, Any]]) -> list[EvalItem]:
     return items
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                yield f"{path}:{lineno}", json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None
-
-
 def load_items(path: Path) -> list[EvalItem]:
     if not path.is_file():
         raise DataError(f"eval data not found: {path}")
-    items = _items(_jsonl_rows(path))
+    items = _items(jsonl_rows(path))
     if not items:
         raise DataError(f"eval data {path} holds no items")
     return items

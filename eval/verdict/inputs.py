@@ -35,6 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ragtune.core.errors import ConfigError, DataError
+from ragtune.core.inputs import read_text
 from ragtune.core.types import Document
 from ragtune.eval.harness.arms import ArmSpec, arms_shape
 from ragtune.eval.harness.data import EvalItem, load_items
@@ -106,7 +107,7 @@ def load_suite(path: Path) -> VerdictSuite:
     if not path.is_file():
         raise ConfigError(f"verdict suite not found: {path}")
     try:
-        suite = VerdictSuite.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        suite = VerdictSuite.model_validate(yaml.safe_load(read_text(path)))
     except yaml.YAMLError as exc:
         raise ConfigError(f"verdict suite {path} is not valid YAML: {exc}") from None
     except ValidationError as exc:
