@@ -29,8 +29,9 @@ from tqdm.auto import tqdm
 from ragtune.core.config import SEARCH_MODES, Config, RetrievalConfig
 from ragtune.core.errors import DataError, NotFoundError
 from ragtune.core.models import load_embedder
-from ragtune.core.types import Chunk, Document, Hit
+from ragtune.core.types import Chunk, Document, Hit, doc_id_problem
 from ragtune.retrieval.chunker import Chunker
+from ragtune.retrieval.loaders import FROM_FILE_NAME, TITLE_SOURCE
 from ragtune.retrieval.protocol import IndexLockedError, IndexWriteError, IngestReport, SnapshotNotFoundError
 from ragtune.retrieval.ranking import Ranking, exact_top_k, mmr, rrf_fuse
 from ragtune.retrieval.rows import RowStore
@@ -40,9 +41,16 @@ from ragtune.retrieval.vector_cache import FaissCache
 __all__ = ["Index", "IndexLockedError", "IngestReport", "SnapshotNotFoundError", "content_hash"]
 
 
+_HASH_SLICE = 1 << 20  # characters encoded at a time: hashing a large document copies no more than this
+
+
 def content_hash(doc: Document) -> str:
-    blob = "\x1f".join([doc.title, doc.text, repr(sorted(doc.metadata.items()))])
-    return hashlib.sha256(blob.encode()).hexdigest()
+    """sha256 of title, text and metadata joined by \\x1f, fed in slices (UTF-8 encodes piecewise)."""
+    h = hashlib.sha256()
+    for part in (doc.title, "\x1f", doc.text, "\x1f", repr(sorted(doc.metadata.items()))):
+        for start in range(0, len(part), _HASH_SLICE):
+            h.update(part[start : start + _HASH_SLICE].encode())
+    return h.hexdigest()
 
 
 def index_exists(config: Config) -> bool:
@@ -95,8 +103,12 @@ class _Row(NamedTuple):
 
     @property
     def embedded(self) -> str:
-        """The text its vector is made from: title, section and chunk (so the vector knows the document)."""
-        return "\n".join(x for x in (self.doc.title, self.section, self.text) if x)
+        """The text its vector is made from: title, section and chunk (so the vector knows the document).
+
+        A title the loader made from the file's name is left out: the vector depends on content only,
+        so a renamed or moved file reuses every stored vector."""
+        title = "" if self.doc.metadata.get(TITLE_SOURCE) == FROM_FILE_NAME else self.doc.title
+        return "\n".join(x for x in (title, self.section, self.text) if x)
 
     def chunk(self, chunk_id: int) -> Chunk:
         meta = {**self.doc.metadata, "section": self.section} if self.section else self.doc.metadata
@@ -276,6 +288,9 @@ class Index:
         """A batch of upserts and deletes as one atomic commit; `on_commit` adds writes to the same transaction."""
         seen: set[str] = set()
         for doc in upserts:
+            problem = doc_id_problem(doc.id)
+            if problem:
+                raise DataError(f"document id {doc.id[:80]!r} {problem}")
             if doc.id in seen:
                 raise DataError(f"document id '{doc.id}' appears twice in one batch")
             seen.add(doc.id)
