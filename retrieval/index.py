@@ -31,6 +31,7 @@ from ragtune.core.errors import DataError, NotFoundError
 from ragtune.core.models import load_embedder
 from ragtune.core.types import Chunk, Document, Hit, doc_id_problem
 from ragtune.retrieval.chunker import Chunker
+from ragtune.retrieval.filters import Filters, Matched
 from ragtune.retrieval.loaders import FROM_FILE_NAME, TITLE_SOURCE
 from ragtune.retrieval.protocol import IndexLockedError, IndexWriteError, IngestReport, SnapshotNotFoundError
 from ragtune.retrieval.ranking import Ranking, exact_top_k, mmr, rrf_fuse
@@ -454,7 +455,7 @@ class Index:
         k: int | None = None,
         *,
         mode: str | None = None,
-        filters: dict[str, Any] | None = None,
+        filters: Filters = None,
         snapshot: str | None = None,
     ) -> list[Hit]:
         return self.search_many([query], k, mode=mode, filters=filters, snapshot=snapshot)[0]
@@ -465,7 +466,7 @@ class Index:
         k: int | None = None,
         *,
         mode: str | None = None,
-        filters: dict[str, Any] | None = None,
+        filters: Filters = None,
         snapshot: str | None = None,
     ) -> list[list[Hit]]:
         """Top-k hits per query in `mode` (default from config), optionally filtered and pinned to a snapshot."""
@@ -475,7 +476,10 @@ class Index:
             raise DataError(f"unknown search mode '{mode}'; choose one of: {', '.join(SEARCH_MODES)}")
         queries = list(queries)
         with self._lock, self.store.reading():
-            seq = self._resolve(snapshot)
+            if isinstance(filters, Matched):  # pinned to the snapshot it was matched at
+                seq = self._resolve(filters.snapshot) if filters.snapshot else filters.seq
+            else:
+                seq = self._resolve(snapshot)
             now = self.store.seq()
             if now == 0 or not queries:
                 return [[] for _ in queries]
@@ -487,7 +491,19 @@ class Index:
             for r in ranked
         ]
 
-    def _rank(self, queries: list[str], k: int, mode: str, filters: dict[str, Any] | None, seq: int) -> list[Ranking]:
+    def match(self, filters: dict[str, Any], snapshot: str | None = None) -> Matched:
+        """The chunk ids that pass `filters` at `snapshot` (default: the current one), for a later search.
+
+        Evaluated on a connection of its own and without the index's lock, so a costly filter (many
+        keys and values over a large index) can run in a thread pool while other searches go on."""
+        with self._lock, self.store.reading():
+            seq = self._resolve(snapshot)
+            name = snapshot or self.snapshot or ""
+            if seq == 0:
+                return Matched(0, name, ())
+        return Matched(seq, name, tuple(int(i) for i in self.store.match_ids(seq, filters)))
+
+    def _rank(self, queries: list[str], k: int, mode: str, filters: Filters, seq: int) -> list[Ranking]:
         """Top-k (chunk id, score) per query at `seq`: dense, lexical or RRF-fused, then MMR if configured."""
         depth = max(k, self.config.hybrid_candidates) if mode == "hybrid" else k
         if self.config.mmr:
@@ -510,11 +526,14 @@ class Index:
             ranked = [self._diversify(qv, r, k) for qv, r in zip(qvecs, ranked, strict=True)]
         return [r[:k] for r in ranked]
 
-    def _dense(self, qvecs: np.ndarray, k: int, seq: int, filters: dict[str, Any] | None) -> list[Ranking]:
+    def _dense(self, qvecs: np.ndarray, k: int, seq: int, filters: Filters) -> list[Ranking]:
         """FAISS when it matches `seq` (the current snapshot); an older one: exact search over its stored vectors."""
         if self.cache.faiss is not None and self.cache.seq == seq:
             # the allowed ids come from the live rows, so they never name a tombstone
-            allowed = self.store.live_ids(seq, filters) if filters else None
+            if isinstance(filters, Matched):
+                allowed: np.ndarray | None = np.array(filters.ids, dtype=np.int64)
+            else:
+                allowed = self.store.live_ids(seq, filters) if filters else None
             return self.cache.search(qvecs, k, allowed)
         ids, vecs = self.store.live_vectors(self.dim, seq, filters)
         return exact_top_k(qvecs, ids, vecs, k)

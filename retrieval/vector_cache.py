@@ -5,7 +5,8 @@ changed (`checkpoint_ratio`), and is caught up from the rows added and removed s
 matches (`Store.delta`), or rebuilt from the stored vectors if no file is usable. Nothing is ever
 embedded again. Each checkpoint records its file's sha256 in the store (`faiss_checksum`); a file
 whose bytes do not match (flipped bits, a zeroed page, another index's file) is never loaded: the
-cache is rebuilt from the stored vectors, with a warning. Not thread-safe on its own: the owning `Index` calls it under its lock.
+cache is rebuilt from the stored vectors, with a warning. Not thread-safe on its own: the owning
+`Index` calls it under its lock.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from ragtune.core.options import AnswerOptions
 from ragtune.core.prompt import Messages
 from ragtune.core.text_generator import TextGenerator
 from ragtune.core.types import Answer, Citation
+from ragtune.retrieval.filters import Matched
 from ragtune.retrieval.index import Index
 
 T = TypeVar("T")
@@ -51,14 +52,24 @@ class AnswerPipeline(Protocol):
         """Held by callers that need several index reads to agree."""
         ...
 
-    def prepare(self, question: str, options: AnswerOptions | None = None, **fields: Any) -> Prepared: ...
+    def prepare(
+        self, question: str, options: AnswerOptions | None = None, matched: Matched | None = None, **fields: Any
+    ) -> Prepared: ...
+
+    def match_filters(self, opts: AnswerOptions) -> Matched | None:
+        """The ids a request's filters match, evaluated off the model thread."""
+        ...
 
     def prepare_chat(self, messages: Messages, options: AnswerOptions) -> Prepared:
         """A client's own chat messages made ready as they are (`serving.engine_api`): no retrieval."""
         ...
 
     def prepare_many(
-        self, questions: Sequence[str], options: AnswerOptions | None = None, **fields: Any
+        self,
+        questions: Sequence[str],
+        options: AnswerOptions | None = None,
+        matched: Matched | None = None,
+        **fields: Any,
     ) -> list[Prepared]: ...
 
     def finish(self, prep: Prepared, gen: Generation, total_ms: float, ttft_ms: float | None = None) -> Answer: ...
