@@ -6,6 +6,7 @@ Three strategies: `recursive` (default; paragraph, line, sentence, word boundari
 
 from __future__ import annotations
 
+import json
 import re
 from bisect import bisect_left
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class Chunker:
         self.strategy = strategy
         backend = getattr(tokenizer, "backend_tokenizer", None)
         self._fast: Any = None
+        self._exact: Any = None
         if backend is not None:  # a private copy without truncation: chunking must see every token
             self._fast = Tokenizer.from_str(backend.to_str())
             self._fast.no_truncation()
@@ -106,6 +108,18 @@ class Chunker:
                 extra.update(c + a for a, _ in enc.offsets)
         return sorted(extra.union(starts))
 
+    def exact_counts(self, texts: list[str]) -> list[int]:
+        """Tokens in each text with WordPiece's [UNK]-for-a-long-word shortcut lifted: what a chunk really
+        holds. Quadratic in a word's length, so for checking chunks (tests, bench), not for chunking."""
+        if self._fast is None:
+            return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        if self._exact is None:
+            spec = json.loads(self._fast.to_str())
+            if "max_input_chars_per_word" in spec.get("model", {}):
+                spec["model"]["max_input_chars_per_word"] = 1 << 30
+            self._exact = Tokenizer.from_str(json.dumps(spec))
+        return [len(enc.ids) for enc in self._exact.encode_batch(texts, add_special_tokens=False)]
+
     def _recursive(self, text: str, starts: list[int]) -> list[str]:
         spans = _split(text, starts, 0, len(text), SEPARATORS, self.chunk_tokens, self.overlap)
         return [piece for a, b in spans if (piece := text[a:b].strip())]
@@ -120,16 +134,25 @@ class Chunker:
         return out
 
     def _fixed(self, text: str, starts: list[int]) -> list[str]:
-        step = max(1, self.chunk_tokens - self.overlap)
+        """Windows of `chunk_tokens` less the hard-cut margin (a window ends inside a word as often as not)."""
+        width = hard_size(self.chunk_tokens)
+        step = max(1, width - self.overlap)
         out: list[str] = []
         for start in range(0, len(starts), step):
-            end = start + self.chunk_tokens
+            end = start + width
             piece = text[starts[start] : starts[end] if end < len(starts) else len(text)].strip()
             if piece:
                 out.append(piece)
             if end >= len(starts):
                 break
         return out
+
+
+def hard_size(size: int) -> int:
+    """The token budget of a piece cut between tokens rather than at a separator: a few tokens short of
+    `size`, since a piece cut inside a word counts a token or two more when tokenized on its own (as it
+    is when embedded, or checked)."""
+    return max(1, size - max(2, size // 16))
 
 
 def segments(text: str, size: int) -> list[tuple[int, int]]:
@@ -171,6 +194,7 @@ def _split(
         cuts = [lo] + [lo + m.start() for m in re.finditer(re.escape(sep), text[lo:hi]) if m.start() > 0]
     else:  # no separator left: cut between tokens
         cuts = [lo] + [s for s in starts if lo < s < hi]
+        size = hard_size(size)
     pieces = [(a, b) for a, b in zip(cuts, cuts[1:] + [hi], strict=True) if b > a]
     out: list[tuple[int, int]] = []
     current: list[tuple[int, int]] = []
