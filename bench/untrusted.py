@@ -55,10 +55,16 @@ def _status(field: str) -> int:
 
 
 def write_corpus(path: Path, size: int, seed: int = 0) -> int:
-    """`size` bytes of text cycling through 300 distinct paragraphs of about 150 tokens each."""
+    """`size` bytes of English-like text (words of the bundled sample domain) cycling through 300
+    distinct paragraphs of about 150 words, a chunk or so each."""
+    import re
+
+    from ragtune.core.sample import sample_path
+
     rng = random.Random(seed)
-    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 9))) for _ in range(2000)]
-    pool = [" ".join(rng.choice(words) for _ in range(110)).capitalize() + "." for _ in range(300)]
+    text = " ".join(f.read_text(encoding="utf-8") for f in sorted(sample_path("docs", "v1").rglob("*.*")))
+    words = sorted(set(re.findall(r"[a-z]{2,}", text.lower())))
+    pool = [" ".join(rng.choice(words) for _ in range(150)).capitalize() + "." for _ in range(300)]
     written = 0
     with path.open("w", encoding="utf-8") as fh:
         n = 0
@@ -99,6 +105,7 @@ def child_ingest(file: str, workspace: str) -> None:
 
 def measure_memory(quick: bool, root: Path) -> tuple[dict[str, Any], Targets]:
     size = (20 if quick else 100) * MB
+    root.mkdir(parents=True, exist_ok=True)
     file = root / "big.txt"
     written = write_corpus(file, size)
     proc = subprocess.run(

@@ -21,7 +21,7 @@ from ragtune.core.types import Document
 HEADERS = [("#", "h1"), ("##", "h2"), ("###", "h3"), ("####", "h4")]
 LONG_SPAN_CHARS = 24  # no counted token spans more characters than this (see `Chunker.dense_starts`)
 SEGMENT_CHARS = 1 << 16  # a long text is tokenized in segments of at most this many characters
-SEGMENT_GROUP = 32  # segments tokenized in one batch
+SEGMENT_GROUP = 8  # segments tokenized in one batch
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from ragtune.retrieval.vector_cache import FaissCache
 __all__ = ["Index", "IndexLockedError", "IngestReport", "SnapshotNotFoundError", "content_hash"]
 
 
+_ROWS_AT_ONCE = 2000  # chunk rows built and written per statement
 _HASH_SLICE = 1 << 20  # characters encoded at a time: hashing a large document copies no more than this
 
 
@@ -389,11 +390,15 @@ class Index:
         new_ids = np.arange(next_id, next_id + len(batch.rows), dtype=np.int64)
         for doc, h in plan.todo:
             self.store.put_document(doc.id, doc.title, h, doc.metadata, now, doc.text)
-        chunks = [
-            (row.chunk(int(cid)), vec, h)
-            for cid, row, vec, h in zip(new_ids, batch.rows, batch.vecs, batch.hashes, strict=True)
-        ]
-        self.store.put_chunks(chunks, seq, now)
+        for start in range(0, len(batch.rows), _ROWS_AT_ONCE):  # a slice at a time: memory stays flat
+            part = slice(start, start + _ROWS_AT_ONCE)
+            chunks = [
+                (row.chunk(int(cid)), vec, h)
+                for cid, row, vec, h in zip(
+                    new_ids[part], batch.rows[part], batch.vecs[part], batch.hashes[part], strict=True
+                )
+            ]
+            self.store.put_chunks(chunks, seq, now)
         return old_ids, new_ids
 
     def _record_snapshot(self, plan: _Plan, batch: _Batch, prev: int, next_id: int, chunks_delta: int) -> str:

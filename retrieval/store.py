@@ -221,7 +221,7 @@ class Store:
         self.conn.executemany(
             "INSERT INTO chunks(id, doc_id, position, text, title, metadata, vector, added_seq, text_hash, updated_at)"
             " VALUES(?,?,?,?,?,?,?,?,?,?)",
-            [
+            (  # a generator: no second copy of every row and vector at once
                 (
                     c.id,
                     c.doc_id,
@@ -235,10 +235,10 @@ class Store:
                     now,
                 )
                 for c, v, h in rows
-            ],
+            ),
         )
         self.conn.executemany(
-            "INSERT INTO chunks_fts(rowid, title, text) VALUES(?,?,?)", [(c.id, c.title, c.text) for c, _, _ in rows]
+            "INSERT INTO chunks_fts(rowid, title, text) VALUES(?,?,?)", ((c.id, c.title, c.text) for c, _, _ in rows)
         )
 
     def vectors_by_text_hash(self, hashes: Iterable[str]) -> dict[str, bytes]:
