@@ -45,7 +45,7 @@ def ingest(
     from ragtune.retrieval.loaders import SUPPORTED_TEXT, load_paths
 
     cfg = load_cli_config(workspace, config)
-    loaded = load_paths(paths)
+    loaded = load_paths(paths, cfg.retrieval)  # retrieval.max_file_bytes, max_ingest_bytes
     if not loaded.documents:
         if loaded.errors:
             raise RagtuneError("; ".join(loaded.errors))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -103,6 +104,12 @@ class RetrievalConfig(_Section):
         0.05, ge=0, description="rewrite the FAISS file once this share of the index changed since the last one"
     )
     lock_timeout: float = Field(30.0, ge=0, description="seconds a writer waits for another writer's lock")
+    max_file_bytes: int = Field(
+        128 * 2**20, ge=1, description="largest file `ragtune ingest`/`sync` reads; a larger one is skipped and named"
+    )
+    max_ingest_bytes: int = Field(
+        2**30, ge=1, description="most bytes of files one `ragtune ingest` or `sync` reads; beyond it nothing is read"
+    )
 
     @model_validator(mode="after")
     def _backend_has_a_dsn(self) -> RetrievalConfig:
@@ -209,6 +216,9 @@ class ServingConfig(_Section):
         default_factory=list, description="bearer tokens; empty means no auth and loopback only"
     )
     rate_limit_per_minute: int | None = Field(None, ge=1, description="requests per key (or client) per minute")
+    unauthenticated_per_minute: int | None = Field(
+        60, ge=1, description="requests without a valid key per client address a minute (401s); beyond it 429"
+    )
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes for `ragtune serve`")
     condense: Literal["model", "last_turns", "off"] = Field(
         "last_turns",
@@ -319,11 +329,36 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+_SECRET_NAME = re.compile(r"key|dsn|password|secret|token", re.IGNORECASE)
+
+
+def _is_secret(loc: tuple[int | str, ...]) -> bool:
+    """Whether a config location holds a secret: a `SecretStr` field, or a name that sounds like one.
+
+    Pydantic puts the offending input into its errors; for these the value must not be echoed."""
+    model: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if _SECRET_NAME.search(str(part)):
+            return True
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return False
+        if "SecretStr" in str(field.annotation):
+            return True
+        model = next((a for a in getattr(field.annotation, "__args__", ()) if hasattr(a, "model_fields")), None) or (
+            field.annotation
+        )
+    return False
+
+
 def _explain(err: ValidationError) -> str:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "(root)"
     got = first.get("input")
-    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    hidden = isinstance(got, dict | list) or _is_secret(tuple(first["loc"]))
+    shown = "" if hidden else f" (got {got!r})"
     more = f" [+{err.error_count() - 1} more]" if err.error_count() > 1 else ""
     return f"config key '{key}': {first['msg']}{shown}{more}"
 

@@ -6,6 +6,22 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+MAX_DOC_ID_CHARS = 512  # ids made from file paths may be long; the HTTP API allows 200
+
+
+def doc_id_problem(doc_id: str) -> str | None:
+    """Why `doc_id` cannot be a document id (empty, too long, not printable: NUL, control, format or
+    lone-surrogate characters), or None. Ids are shown in answers, logs and terminals, and named again
+    in URLs and `ragtune delete`, so they must print as what they are."""
+    if not doc_id:
+        return "is empty"
+    if len(doc_id) > MAX_DOC_ID_CHARS:
+        return f"is longer than {MAX_DOC_ID_CHARS} characters"
+    if not doc_id.isprintable():
+        bad = next(ch for ch in doc_id if not ch.isprintable())
+        return f"holds a non-printable character (U+{ord(bad):04X})"
+    return None
+
 
 class Document(BaseModel):
     id: str = Field(min_length=1)

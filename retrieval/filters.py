@@ -35,6 +35,22 @@ _COLUMN_TYPES: dict[str, tuple[type, ...]] = {"doc_id": (str,), "title": (str,),
 
 
 @dataclass(frozen=True)
+class Matched:
+    """The chunk ids live at snapshot `seq` that pass a filter, evaluated ahead of the search.
+
+    The server evaluates a request's filter in the thread pool on its own connection (`Index.match`),
+    so a costly filter never runs on the model thread that every request waits for; the search then
+    takes these ids in place of the filter (an indexed id lookup) and is pinned to the same snapshot."""
+
+    seq: int
+    snapshot: str
+    ids: tuple[int, ...]
+
+
+Filters = dict[str, Any] | Matched | None  # what the index's searches take
+
+
+@dataclass(frozen=True)
 class Condition:
     """One test on one key: `op` from `OPS`, `values` one for a comparison, several for `$in`/`$nin`."""
 

@@ -29,9 +29,10 @@ from tqdm.auto import tqdm
 from ragtune.core.config import SEARCH_MODES, Config, RetrievalConfig
 from ragtune.core.errors import DataError, NotFoundError
 from ragtune.core.models import load_embedder
-from ragtune.core.types import Chunk, Document, Hit
+from ragtune.core.types import Chunk, Document, Hit, doc_id_problem
 from ragtune.retrieval.chunker import Chunker
-from ragtune.retrieval.loaders import DocumentsInput, documents_from
+from ragtune.retrieval.filters import Filters, Matched
+from ragtune.retrieval.loaders import FROM_FILE_NAME, TITLE_SOURCE, DocumentsInput, documents_from
 from ragtune.retrieval.protocol import IndexLockedError, IndexWriteError, IngestReport, SnapshotNotFoundError
 from ragtune.retrieval.ranking import Ranking, exact_top_k, mmr, rrf_fuse
 from ragtune.retrieval.rows import RowStore
@@ -41,9 +42,17 @@ from ragtune.retrieval.vector_cache import FaissCache
 __all__ = ["Index", "IndexLockedError", "IngestReport", "SnapshotNotFoundError", "content_hash"]
 
 
+_ROWS_AT_ONCE = 2000  # chunk rows built and written per statement
+_HASH_SLICE = 1 << 20  # characters encoded at a time: hashing a large document copies no more than this
+
+
 def content_hash(doc: Document) -> str:
-    blob = "\x1f".join([doc.title, doc.text, repr(sorted(doc.metadata.items()))])
-    return hashlib.sha256(blob.encode()).hexdigest()
+    """sha256 of title, text and metadata joined by \\x1f, fed in slices (UTF-8 encodes piecewise)."""
+    h = hashlib.sha256()
+    for part in (doc.title, "\x1f", doc.text, "\x1f", repr(sorted(doc.metadata.items()))):
+        for start in range(0, len(part), _HASH_SLICE):
+            h.update(part[start : start + _HASH_SLICE].encode())
+    return h.hexdigest()
 
 
 def index_exists(config: Config) -> bool:
@@ -96,8 +105,12 @@ class _Row(NamedTuple):
 
     @property
     def embedded(self) -> str:
-        """The text its vector is made from: title, section and chunk (so the vector knows the document)."""
-        return "\n".join(x for x in (self.doc.title, self.section, self.text) if x)
+        """The text its vector is made from: title, section and chunk (so the vector knows the document).
+
+        A title the loader made from the file's name is left out: the vector depends on content only,
+        so a renamed or moved file reuses every stored vector."""
+        title = "" if self.doc.metadata.get(TITLE_SOURCE) == FROM_FILE_NAME else self.doc.title
+        return "\n".join(x for x in (title, self.section, self.text) if x)
 
     def chunk(self, chunk_id: int) -> Chunk:
         meta = {**self.doc.metadata, "section": self.section} if self.section else self.doc.metadata
@@ -286,6 +299,9 @@ class Index:
         upserts = documents_from(upserts)
         seen: set[str] = set()
         for doc in upserts:
+            problem = doc_id_problem(doc.id)
+            if problem:
+                raise DataError(f"document id {doc.id[:80]!r} {problem}")
             if doc.id in seen:
                 raise DataError(f"document id '{doc.id}' appears twice in one batch")
             seen.add(doc.id)
@@ -383,11 +399,15 @@ class Index:
         new_ids = np.arange(next_id, next_id + len(batch.rows), dtype=np.int64)
         for doc, h in plan.todo:
             self.store.put_document(doc.id, doc.title, h, doc.metadata, now, doc.text)
-        chunks = [
-            (row.chunk(int(cid)), vec, h)
-            for cid, row, vec, h in zip(new_ids, batch.rows, batch.vecs, batch.hashes, strict=True)
-        ]
-        self.store.put_chunks(chunks, seq, now)
+        for start in range(0, len(batch.rows), _ROWS_AT_ONCE):  # a slice at a time: memory stays flat
+            part = slice(start, start + _ROWS_AT_ONCE)
+            chunks = [
+                (row.chunk(int(cid)), vec, h)
+                for cid, row, vec, h in zip(
+                    new_ids[part], batch.rows[part], batch.vecs[part], batch.hashes[part], strict=True
+                )
+            ]
+            self.store.put_chunks(chunks, seq, now)
         return old_ids, new_ids
 
     def _record_snapshot(self, plan: _Plan, batch: _Batch, prev: int, next_id: int, chunks_delta: int) -> str:
@@ -449,7 +469,7 @@ class Index:
         k: int | None = None,
         *,
         mode: str | None = None,
-        filters: dict[str, Any] | None = None,
+        filters: Filters = None,
         snapshot: str | None = None,
     ) -> list[Hit]:
         return self.search_many([query], k, mode=mode, filters=filters, snapshot=snapshot)[0]
@@ -460,7 +480,7 @@ class Index:
         k: int | None = None,
         *,
         mode: str | None = None,
-        filters: dict[str, Any] | None = None,
+        filters: Filters = None,
         snapshot: str | None = None,
     ) -> list[list[Hit]]:
         """Top-k hits per query in `mode` (default from config), optionally filtered and pinned to a snapshot."""
@@ -470,7 +490,10 @@ class Index:
             raise DataError(f"unknown search mode '{mode}'; choose one of: {', '.join(SEARCH_MODES)}")
         queries = list(queries)
         with self._lock, self.store.reading():
-            seq = self._resolve(snapshot)
+            if isinstance(filters, Matched):  # pinned to the snapshot it was matched at
+                seq = self._resolve(filters.snapshot) if filters.snapshot else filters.seq
+            else:
+                seq = self._resolve(snapshot)
             now = self.store.seq()
             if now == 0 or not queries:
                 return [[] for _ in queries]
@@ -482,7 +505,19 @@ class Index:
             for r in ranked
         ]
 
-    def _rank(self, queries: list[str], k: int, mode: str, filters: dict[str, Any] | None, seq: int) -> list[Ranking]:
+    def match(self, filters: dict[str, Any], snapshot: str | None = None) -> Matched:
+        """The chunk ids that pass `filters` at `snapshot` (default: the current one), for a later search.
+
+        Evaluated on a connection of its own and without the index's lock, so a costly filter (many
+        keys and values over a large index) can run in a thread pool while other searches go on."""
+        with self._lock, self.store.reading():
+            seq = self._resolve(snapshot)
+            name = snapshot or self.snapshot or ""
+            if seq == 0:
+                return Matched(0, name, ())
+        return Matched(seq, name, tuple(int(i) for i in self.store.match_ids(seq, filters)))
+
+    def _rank(self, queries: list[str], k: int, mode: str, filters: Filters, seq: int) -> list[Ranking]:
         """Top-k (chunk id, score) per query at `seq`: dense, lexical or RRF-fused, then MMR if configured."""
         depth = max(k, self.config.hybrid_candidates) if mode == "hybrid" else k
         if self.config.mmr:
@@ -505,11 +540,14 @@ class Index:
             ranked = [self._diversify(qv, r, k) for qv, r in zip(qvecs, ranked, strict=True)]
         return [r[:k] for r in ranked]
 
-    def _dense(self, qvecs: np.ndarray, k: int, seq: int, filters: dict[str, Any] | None) -> list[Ranking]:
+    def _dense(self, qvecs: np.ndarray, k: int, seq: int, filters: Filters) -> list[Ranking]:
         """FAISS when it matches `seq` (the current snapshot); an older one: exact search over its stored vectors."""
         if self.cache.faiss is not None and self.cache.seq == seq:
             # the allowed ids come from the live rows, so they never name a tombstone
-            allowed = self.store.live_ids(seq, filters) if filters else None
+            if isinstance(filters, Matched):
+                allowed: np.ndarray | None = np.array(filters.ids, dtype=np.int64)
+            else:
+                allowed = self.store.live_ids(seq, filters) if filters else None
             return self.cache.search(qvecs, k, allowed)
         ids, vecs = self.store.live_vectors(self.dim, seq, filters)
         return exact_top_k(qvecs, ids, vecs, k)

@@ -1,7 +1,9 @@
 """Turn user paths (folders, .txt/.md/.html/.pdf/.csv files, JSONL) into Documents.
 
-`load_paths` reports a bad file (undecodable bytes, empty, malformed) per file and loads the rest;
-`load_documents` is the strict form that raises on the first bad file.
+`load_paths` reports a bad file (undecodable bytes, empty, malformed, over `retrieval.max_file_bytes`,
+an id that is not printable) per file and loads the rest; `load_documents` is the strict form that
+raises on the first bad file. Files are sized before they are read, and text is never split into a
+list of all its lines, so memory stays near the file's own size (the chunker takes it from there).
 """
 
 from __future__ import annotations
@@ -11,21 +13,25 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from ragtune.core.config import RetrievalConfig
 from ragtune.core.errors import DataError
 from ragtune.core.inputs import as_path, missing_keys, need_mapping, rows_of
-from ragtune.core.types import Document
+from ragtune.core.types import Document, doc_id_problem
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown"}
 HTML_SUFFIXES = {".html", ".htm"}
 SUPPORTED = TEXT_SUFFIXES | HTML_SUFFIXES | {".pdf", ".jsonl", ".csv"}
 SUPPORTED_TEXT = ".txt, .md, .html, .pdf, .csv or .jsonl"
+TITLE_SOURCE = "title_source"  # metadata key: "file name" when the title was made from the file's name
+FROM_FILE_NAME = "file name"
+_FIRST_LINE = re.compile(r"\s*([^\n]*)")
 
 # what the Python API takes as documents: Documents or dicts (a list, a generator or a datasets.Dataset), or a path
 DocumentsInput = Iterable[Document | Mapping[str, Any]] | str | os.PathLike[str]
@@ -38,13 +44,11 @@ class LoadResult:
     files: dict[str, list[str]] = field(default_factory=dict)  # file -> ids of the documents it gave
 
 
-def _title_of(text: str, fallback: str) -> str:
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped:
-            m = re.match(r"^#{1,6}\s+(.*)$", stripped)
-            return m.group(1).strip() if m else fallback
-    return fallback
+def _heading(text: str) -> str | None:
+    """The first non-blank line's `# heading`, or None (only the start of the text is looked at)."""
+    first = _FIRST_LINE.match(text)
+    m = re.match(r"^#{1,6}\s+(.*)$", first.group(1).strip()) if first else None
+    return m.group(1).strip() if m else None
 
 
 def _decode(path: Path) -> str:
@@ -52,13 +56,32 @@ def _decode(path: Path) -> str:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    if not text.strip():
+    if not text or text.isspace():  # isspace, not strip(): no copy of a large file
         raise DataError(f"{path}: file is empty")
-    return text.lstrip("\ufeff")
+    return text[1:] if text.startswith("\ufeff") else text
 
 
 def _doc_id(path: Path, root: Path | None) -> str:
-    return path.stem if root is None else path.relative_to(root).with_suffix("").as_posix()
+    ident = path.stem if root is None else path.relative_to(root).with_suffix("").as_posix()
+    problem = doc_id_problem(ident)
+    if problem:
+        raise DataError(f"{path}: the document id {ident[:80]!r} made from its path {problem}")
+    return ident
+
+
+def _check_id(where: str, ident: str) -> str:
+    problem = doc_id_problem(ident)
+    if problem:
+        raise DataError(f"{where}: document id {ident[:80]!r} {problem}")
+    return ident
+
+
+def _titled(path: Path, heading: str | None, meta: dict[str, object]) -> tuple[str, dict[str, object]]:
+    """The title and metadata: a title made from the file's name is marked, so it is not embedded
+    (renaming the file must not change the vectors of its unchanged text)."""
+    if heading:
+        return heading, meta
+    return _pretty(path), {**meta, TITLE_SOURCE: FROM_FILE_NAME}
 
 
 def _pretty(path: Path) -> str:
@@ -66,10 +89,10 @@ def _pretty(path: Path) -> str:
 
 
 def load_text_file(path: Path, root: Path | None = None) -> Document:
+    ident = _doc_id(path, root)
     text = _decode(path)
-    return Document(
-        id=_doc_id(path, root), text=text, title=_title_of(text, _pretty(path)), metadata={"source": str(path)}
-    )
+    title, meta = _titled(path, _heading(text), {"source": str(path)})
+    return Document(id=ident, text=text, title=title, metadata=meta)
 
 
 def load_html(path: Path, root: Path | None = None) -> Document:
@@ -103,12 +126,8 @@ def load_pdf(path: Path, root: Path | None = None) -> Document:
     text = "\n\n".join(p.strip() for p in pages if p.strip())
     if not text:
         raise DataError(f"{path}: the PDF has no extractable text (scanned images need OCR first)")
-    return Document(
-        id=_doc_id(path, root),
-        text=text,
-        title=str(info_title).strip() or _pretty(path),
-        metadata={"source": str(path), "pages": len(pages)},
-    )
+    title, meta = _titled(path, str(info_title).strip() or None, {"source": str(path), "pages": len(pages)})
+    return Document(id=_doc_id(path, root), text=text, title=title, metadata=meta)
 
 
 def load_csv(path: Path, root: Path | None = None) -> list[Document]:
@@ -131,15 +150,25 @@ def load_csv(path: Path, root: Path | None = None) -> list[Document]:
         if not body:
             raise DataError(f"{path}:{n}: empty text")
         extra = {k: v for k, v in row.items() if k and k not in {"id", "text", "title"} and v is not None}
-        ident = (row.get("id") or "").strip() or f"{base}-{n - 1}"
+        ident = _check_id(f"{path}:{n}", (row.get("id") or "").strip() or f"{base}-{n - 1}")
         title = (row.get("title") or "").strip()
         docs.append(Document(id=ident, text=body, title=title, metadata={"source": str(path), **extra}))
     return docs
 
 
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) read a line at a time; DataError for bytes that are not UTF-8."""
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                yield lineno, raw.decode("utf-8").lstrip("\ufeff") if lineno == 1 else raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text ({exc.reason})") from None
+
+
 def load_jsonl(path: Path) -> list[Document]:
     docs: list[Document] = []
-    for lineno, line in enumerate(_decode(path).splitlines(), 1):
+    for lineno, line in _lines(path):
         if not line.strip():
             continue
         try:
@@ -153,9 +182,12 @@ def load_jsonl(path: Path) -> list[Document]:
         except ValidationError as exc:
             err = exc.errors()[0]
             raise DataError(f"{path}:{lineno}: field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+        _check_id(f"{path}:{lineno}", doc.id)
         if not doc.text.strip():
             raise DataError(f"{path}:{lineno}: document '{doc.id}' has empty text")
         docs.append(doc)
+    if not docs:
+        raise DataError(f"{path}: file is empty")
     return docs
 
 
@@ -179,31 +211,59 @@ def supported_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED)
 
 
-def load_paths(paths: Iterable[Path | str]) -> LoadResult:
-    """Load every supported file under `paths`, collecting one error per bad file instead of stopping.
+def too_big(path: Path, limits: RetrievalConfig) -> str | None:
+    size = path.stat().st_size
+    if size > limits.max_file_bytes:
+        return f"{path}: {size:,} bytes, more than retrieval.max_file_bytes ({limits.max_file_bytes:,}); skipped"
+    return None
 
-    A missing path, an unsupported single file or a duplicate id is still an error for the whole call.
-    """
-    result = LoadResult()
+
+def check_total(files: Iterable[Path], limits: RetrievalConfig) -> None:
+    """Refuse, before anything is read, a call whose files hold more than `retrieval.max_ingest_bytes`."""
+    total = sum(f.stat().st_size for f in files)
+    if total > limits.max_ingest_bytes:
+        raise DataError(
+            f"the files to read hold {total:,} bytes, more than retrieval.max_ingest_bytes "
+            f"({limits.max_ingest_bytes:,}): ingest fewer at a time or raise the limit"
+        )
+
+
+def _todo(paths: Iterable[Path | str]) -> list[tuple[Path, Path | None]]:
+    todo: list[tuple[Path, Path | None]] = []
     for raw in paths:
         path = Path(raw)
         if not path.exists():
             raise DataError(f"path not found: {path}")
-        todo: list[tuple[Path, Path | None]]
         if path.is_dir():
-            todo = [(f, path) for f in supported_files(path)]
+            todo.extend((f, path) for f in supported_files(path))
         elif path.suffix.lower() in SUPPORTED:
-            todo = [(path, None)]
+            todo.append((path, None))
         else:
             raise DataError(f"{path}: unsupported file type '{path.suffix}' (use {SUPPORTED_TEXT})")
-        for f, root in todo:
-            try:
-                docs = load_file(f, root)
-            except DataError as exc:
-                result.errors.append(str(exc))
-                continue
-            result.documents.extend(docs)
-            result.files[str(f)] = [d.id for d in docs]
+    return todo
+
+
+def load_paths(paths: Iterable[Path | str], limits: RetrievalConfig | None = None) -> LoadResult:
+    """Load every supported file under `paths`, collecting one error per bad file instead of stopping.
+
+    A missing path, an unsupported single file, a duplicate id or more than `limits.max_ingest_bytes`
+    in all is still an error for the whole call; a file over `limits.max_file_bytes` is a bad file.
+    """
+    limits = limits or RetrievalConfig()
+    result = LoadResult()
+    todo = _todo(paths)
+    big = {f: problem for f, _ in todo if (problem := too_big(f, limits))}
+    check_total((f for f, _ in todo if f not in big), limits)
+    for f, root in todo:
+        try:
+            if f in big:
+                raise DataError(big[f])
+            docs = load_file(f, root)
+        except DataError as exc:
+            result.errors.append(str(exc))
+            continue
+        result.documents.extend(docs)
+        result.files[str(f)] = [d.id for d in docs]
     seen: dict[str, int] = {}
     for d in result.documents:
         seen[d.id] = seen.get(d.id, 0) + 1
@@ -213,9 +273,9 @@ def load_paths(paths: Iterable[Path | str]) -> LoadResult:
     return result
 
 
-def load_documents(paths: Iterable[Path | str]) -> list[Document]:
+def load_documents(paths: Iterable[Path | str], limits: RetrievalConfig | None = None) -> list[Document]:
     """Strict loading: the first bad file raises its DataError."""
-    result = load_paths(paths)
+    result = load_paths(paths, limits)
     if result.errors:
         raise DataError(result.errors[0])
     return result.documents

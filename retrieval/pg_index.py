@@ -20,6 +20,7 @@ import numpy as np
 
 from ragtune.core.config import RetrievalConfig
 from ragtune.core.types import Hit
+from ragtune.retrieval.filters import Filters
 from ragtune.retrieval.index import Index
 from ragtune.retrieval.pg_store import IndexUnavailableError, PgStore, _driver, _first_line
 from ragtune.retrieval.protocol import IndexLockedError
@@ -139,7 +140,7 @@ class PgIndex(Index):
         k: int | None = None,
         *,
         mode: str | None = None,
-        filters: dict[str, Any] | None = None,
+        filters: Filters = None,
         snapshot: str | None = None,
     ) -> list[list[Hit]]:
         """As the embedded index; a dropped connection is reopened and the search retried once."""
@@ -153,7 +154,7 @@ class PgIndex(Index):
                     raise IndexUnavailableError(f"PostgreSQL search failed twice: {_first_line(exc)}") from None
         raise AssertionError("unreachable")
 
-    def _dense(self, qvecs: np.ndarray, k: int, seq: int, filters: dict[str, Any] | None) -> list[Ranking]:
+    def _dense(self, qvecs: np.ndarray, k: int, seq: int, filters: Filters) -> list[Ranking]:
         return [self.pg.dense(qv, k, seq, filters, self.config.hnsw_ef_search) for qv in qvecs]
 
     def stats(self) -> dict[str, Any]:

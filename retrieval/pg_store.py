@@ -19,7 +19,7 @@ import numpy as np
 
 from ragtune.core.errors import ConfigError, RagtuneError
 from ragtune.core.types import Chunk, Document
-from ragtune.retrieval.filters import parse_filters
+from ragtune.retrieval.filters import Filters, Matched, parse_filters
 from ragtune.retrieval.rows import ChunkRow
 from ragtune.retrieval.store import query_terms
 
@@ -79,12 +79,14 @@ def _driver() -> Any:
     return psycopg
 
 
-def filter_sql(filters: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+def filter_sql(filters: Filters) -> tuple[str, dict[str, Any]]:
     """`retrieval.filters` conditions as one PostgreSQL condition on chunk `c` (values as parameters).
 
     Metadata values compare as jsonb, so a number matches a number and a string a string; a list value
-    matches when any of its elements does.
+    matches when any of its elements does. Ids matched ahead (`Matched`) are one `= ANY` lookup.
     """
+    if isinstance(filters, Matched):
+        return " AND c.id = ANY(%(matched)s)", {"matched": list(filters.ids)}
     parts: list[str] = []
     params: dict[str, Any] = {}
     for n, cond in enumerate(parse_filters(filters)):
@@ -303,7 +305,7 @@ class PgStore:
         return np.stack([_vec(found[i]) for i in ids])
 
     def live_vectors(
-        self, dim: int, seq: int | None = None, filters: dict[str, Any] | None = None
+        self, dim: int, seq: int | None = None, filters: Filters = None
     ) -> tuple[np.ndarray, np.ndarray]:
         where, params = filter_sql(filters)
         rows = self._q(
@@ -314,10 +316,17 @@ class PgStore:
         vecs = np.stack([_vec(r[1]) for r in rows]) if rows else np.zeros((0, dim), np.float32)
         return ids, vecs
 
-    def live_ids(self, seq: int, filters: dict[str, Any] | None = None) -> np.ndarray:
+    def live_ids(self, seq: int, filters: Filters = None) -> np.ndarray:
         where, params = filter_sql(filters)
         rows = self._q(f"SELECT c.id FROM rt_chunks c WHERE {LIVE_AT}{where}", {"seq": seq, **params})
         return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def match_ids(self, seq: int, filters: Filters) -> np.ndarray:
+        """`live_ids` on a connection of its own, so a slow filter holds up no search on the shared one."""
+        where, params = filter_sql(filters)
+        with self._connect() as conn:
+            rows = conn.execute(f"SELECT c.id FROM rt_chunks c WHERE {LIVE_AT}{where}", {"seq": seq, **params})
+            return np.array([r[0] for r in rows], dtype=np.int64)
 
     def live_rows(self) -> list[ChunkRow]:
         rows = self._q(
@@ -334,7 +343,7 @@ class PgStore:
         ]
 
     def dense(
-        self, qvec: np.ndarray, k: int, seq: int, filters: dict[str, Any] | None, ef_search: int
+        self, qvec: np.ndarray, k: int, seq: int, filters: Filters, ef_search: int
     ) -> list[tuple[int, float]]:
         """Top-k by cosine similarity among the chunks live at `seq`: HNSW first, exact when HNSW came up short.
 
@@ -356,7 +365,7 @@ class PgStore:
             self._q("SET LOCAL enable_indexscan = on")
         return [(int(cid), float(s)) for cid, s in rows]
 
-    def lexical(self, query: str, k: int, seq: int, filters: dict[str, Any] | None = None) -> list[tuple[int, float]]:
+    def lexical(self, query: str, k: int, seq: int, filters: Filters = None) -> list[tuple[int, float]]:
         """Full-text search over title (weighted higher) and text of the chunks live at `seq`, best first.
 
         Ranked like BM25: each query term's `ts_rank` (saturating in its frequency, normalised by the

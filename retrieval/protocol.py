@@ -15,6 +15,7 @@ import numpy as np
 
 from ragtune.core.errors import NotFoundError, RagtuneError
 from ragtune.core.types import Document, Hit
+from ragtune.retrieval.filters import Filters
 
 
 class SnapshotNotFoundError(NotFoundError):
@@ -97,7 +98,7 @@ class IndexProtocol(Protocol):
         k: int | None = None,
         *,
         mode: str | None = None,
-        filters: dict[str, Any] | None = None,
+        filters: Filters = None,
         snapshot: str | None = None,
     ) -> list[Hit]: ...
 
@@ -107,7 +108,7 @@ class IndexProtocol(Protocol):
         k: int | None = None,
         *,
         mode: str | None = None,
-        filters: dict[str, Any] | None = None,
+        filters: Filters = None,
         snapshot: str | None = None,
     ) -> list[list[Hit]]: ...
 

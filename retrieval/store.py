@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ragtune.core.types import Chunk, Document
-from ragtune.retrieval.filters import parse_filters
+from ragtune.retrieval.filters import Filters, Matched, parse_filters
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -87,8 +87,11 @@ def query_terms(text: str) -> list[str]:
     return terms
 
 
-def filter_sql(filters: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
-    """`retrieval.filters` conditions as one SQLite condition on chunk `c` (values as named parameters)."""
+def filter_sql(filters: Filters) -> tuple[str, dict[str, Any]]:
+    """`retrieval.filters` conditions as one SQLite condition on chunk `c` (values as named parameters);
+    ids matched ahead (`Matched`) as one indexed lookup."""
+    if isinstance(filters, Matched):
+        return " AND c.id IN (SELECT value FROM json_each(:matched))", {"matched": json.dumps(filters.ids)}
     parts: list[str] = []
     params: dict[str, Any] = {}
     for n, cond in enumerate(parse_filters(filters)):
@@ -218,7 +221,7 @@ class Store:
         self.conn.executemany(
             "INSERT INTO chunks(id, doc_id, position, text, title, metadata, vector, added_seq, text_hash, updated_at)"
             " VALUES(?,?,?,?,?,?,?,?,?,?)",
-            [
+            (  # a generator: no second copy of every row and vector at once
                 (
                     c.id,
                     c.doc_id,
@@ -232,10 +235,10 @@ class Store:
                     now,
                 )
                 for c, v, h in rows
-            ],
+            ),
         )
         self.conn.executemany(
-            "INSERT INTO chunks_fts(rowid, title, text) VALUES(?,?,?)", [(c.id, c.title, c.text) for c, _, _ in rows]
+            "INSERT INTO chunks_fts(rowid, title, text) VALUES(?,?,?)", ((c.id, c.title, c.text) for c, _, _ in rows)
         )
 
     def vectors_by_text_hash(self, hashes: Iterable[str]) -> dict[str, bytes]:
@@ -276,7 +279,7 @@ class Store:
         return np.frombuffer(b"".join(blobs[i] for i in ids), dtype=np.float32).reshape(len(ids), dim)
 
     def live_vectors(
-        self, dim: int, seq: int | None = None, filters: dict[str, Any] | None = None
+        self, dim: int, seq: int | None = None, filters: Filters = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Ids and vectors of the chunks live at `seq` (default: now) that pass `filters`, by id."""
         where, params = filter_sql(filters)
@@ -305,10 +308,21 @@ class Store:
             for cid, doc_id, pos, text, title, meta, blob, th in rows
         ]
 
-    def live_ids(self, seq: int, filters: dict[str, Any] | None = None) -> np.ndarray:
+    def live_ids(self, seq: int, filters: Filters = None) -> np.ndarray:
         where, params = filter_sql(filters)
         rows = self.conn.execute(f"SELECT c.id FROM chunks c WHERE {LIVE_AT}{where}", {"seq": seq, **params})
         return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def match_ids(self, seq: int, filters: Filters) -> np.ndarray:
+        """`live_ids` on a connection of its own (a read transaction in WAL): a slow filter holds up
+        no search or commit on the shared connection."""
+        where, params = filter_sql(filters)
+        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+        try:
+            rows = conn.execute(f"SELECT c.id FROM chunks c WHERE {LIVE_AT}{where}", {"seq": seq, **params})
+            return np.array([r[0] for r in rows], dtype=np.int64)
+        finally:
+            conn.close()
 
     def delta(self, from_seq: int, to_seq: int) -> tuple[list[int], list[int]]:
         """Chunks to remove from and to add to an index that matches `from_seq` so that it matches `to_seq`."""
@@ -323,7 +337,7 @@ class Store:
         ).fetchall()
         return [r[0] for r in removed], [r[0] for r in added]
 
-    def lexical(self, query: str, k: int, seq: int, filters: dict[str, Any] | None = None) -> list[tuple[int, float]]:
+    def lexical(self, query: str, k: int, seq: int, filters: Filters = None) -> list[tuple[int, float]]:
         """BM25 (FTS5) over title and text of the chunks live at `seq`: (chunk id, score), best first."""
         match = fts_query(query)
         if not match:

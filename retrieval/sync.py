@@ -2,7 +2,8 @@
 
 The manifest lives in SQLite and is updated in the same transaction as the documents, so a crash
 never leaves it claiming a file that is not indexed. A renamed file is a delete plus an add whose
-chunks reuse the stored vectors (same text), so a rename costs no embedding.
+chunks reuse the stored vectors (same text; a title made from the file name is not embedded), so a
+rename costs no embedding. Files over `retrieval.max_file_bytes` are reported and skipped.
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ from pathlib import Path
 from ragtune.core.errors import DataError
 from ragtune.core.types import Document
 from ragtune.retrieval.index import Index, IngestReport
-from ragtune.retrieval.loaders import load_file, supported_files
+from ragtune.retrieval.loaders import check_total, load_file, supported_files, too_big
 from ragtune.retrieval.rows import RowStore
 
 
 def _file_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def sync_folder(index: Index, folder: Path, progress: bool = True) -> IngestReport:
@@ -40,8 +45,12 @@ def sync_folder(index: Index, folder: Path, progress: bool = True) -> IngestRepo
     gone_by_hash = {known[rel][0]: rel for rel in gone}
     entries: dict[str, tuple[str, list[str]]] = {}
     upserts: list[Document] = []
+    big = {rel: problem for rel in changed if (problem := too_big(current[rel], index.config))}
+    check_total((current[rel] for rel in changed if rel not in big), index.config)
     for rel in changed:
         try:
+            if rel in big:
+                raise DataError(big[rel])
             docs = load_file(current[rel], folder)
         except DataError as exc:
             report.errors.append(str(exc))  # its old documents, if any, stay as they were

@@ -3,11 +3,16 @@
 It follows each commit in memory, is written to `vectors-<snapshot>.faiss` only once enough has
 changed (`checkpoint_ratio`), and is caught up from the rows added and removed since the snapshot it
 matches (`Store.delta`), or rebuilt from the stored vectors if no file is usable. Nothing is ever
-embedded again. Not thread-safe on its own: the owning `Index` calls it under its lock.
+embedded again. Each checkpoint records its file's sha256 in the store (`faiss_checksum`); a file
+whose bytes do not match (flipped bits, a zeroed page, another index's file) is never loaded: the
+cache is rebuilt from the stored vectors, with a warning. Not thread-safe on its own: the owning
+`Index` calls it under its lock.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +25,8 @@ from ragtune.retrieval import vectors
 from ragtune.retrieval.ranking import Ranking
 from ragtune.retrieval.store import Store
 
+log = logging.getLogger("ragtune.retrieval")
+CHECKSUM_KEY = "faiss_checksum"  # meta row: {file name: sha256} of the checkpoint file(s) written
 _FILE_SEQ = re.compile(r"^vectors-s(\d+)-[0-9a-f]+\.faiss$")
 # Removed chunks stay in the in-memory FAISS index as tombstones (skipped at search time) until this
 # many pile up: removing from a flat index moves every vector after it (about 15 ms at 100k chunks),
@@ -65,6 +72,8 @@ class FaissCache:
         for fseq, f in self.files():
             if fseq > seq or fseq < pruned:
                 continue  # a crashed commit's file, or one whose delta is no longer known
+            if not self._verified(f):
+                continue
             try:
                 index = vectors.read(f)
             except RuntimeError:
@@ -120,6 +129,32 @@ class FaissCache:
                 self.faiss = vectors.build(self.config, self._dim(), ids, all_vecs)
         self.tombstones = set()
 
+    def _verified(self, f: Path) -> bool:
+        """Whether `f` holds exactly the bytes its checkpoint wrote (the sha256 the store recorded)."""
+        recorded = self._checksums().get(f.name)
+        try:
+            actual = vectors.checksum(f)
+        except OSError:
+            return False  # deleted meanwhile (another process checkpointed)
+        if recorded == actual:
+            return True
+        if recorded is None:
+            log.warning("FAISS file %s has no recorded checksum; rebuilding it from the stored vectors", f.name)
+        else:
+            log.warning(
+                "FAISS file %s does not match its recorded checksum (corrupted or replaced); "
+                "rebuilding it from the stored vectors",
+                f.name,
+            )
+        return False
+
+    def _checksums(self) -> dict[str, str]:
+        try:
+            found = json.loads(self.store.get_meta(CHECKSUM_KEY, "{}") or "{}")
+        except ValueError:
+            return {}
+        return found if isinstance(found, dict) else {}
+
     def _pruned_upto(self) -> int:
         return int(self.store.get_meta("pruned_upto", "0") or 0)
 
@@ -134,7 +169,8 @@ class FaissCache:
         if self.faiss is None or snapshot is None or self.seq != self.store.seq():
             return
         self.compact()  # the file must hold exactly the chunks live at its snapshot
-        vectors.write(self.faiss, self.file(snapshot))
+        digest = vectors.write(self.faiss, self.file(snapshot))
+        self.store.set_meta(CHECKSUM_KEY, json.dumps({self.file(snapshot).name: digest}))
         self.store.set_meta("faiss_seq", str(self.seq))
         self.pending = 0
         for _, f in self.files():

@@ -8,6 +8,7 @@ vectors present when it is (re)built.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -80,10 +81,22 @@ def read(path: Path) -> Any:
     return faiss.read_index(str(path))
 
 
-def write(index: Any, target: Path) -> None:
-    """Write atomically: a reader or a crash sees the old file or the whole new one, never half."""
+def write(index: Any, target: Path) -> str:
+    """Write atomically (a reader or a crash sees the old file or the whole new one, never half);
+    returns the file's sha256, which the store records so a corrupted file is never used."""
     tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     faiss.write_index(index, str(tmp))
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
+    digest = checksum(tmp)
     os.replace(tmp, target)
+    return digest
+
+
+def checksum(path: Path) -> str:
+    """sha256 of a file, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from ragtune.core.generator import Generation
 from ragtune.core.options import AnswerOptions
@@ -65,11 +66,13 @@ async def start(
     max_new_tokens = options.max_new_tokens
     if max_new_tokens is not None and max_new_tokens > cap:
         raise ApiError(422, "limit_exceeded", f"max_new_tokens: at most {cap} (serving.max_new_tokens_cap)")
-    # on the model thread: retrieval embeds the question with torch
+    # on the model thread: retrieval embeds the question with torch; a filter is evaluated before, in
+    # the thread pool, so a costly one holds up only its own request
     if messages is not None:
         prep = await scheduler.run(pipeline.prepare_chat, messages, options)
     else:
-        prep = await scheduler.run(pipeline.prepare, question, options, history=history)
+        matched = await run_in_threadpool(pipeline.match_filters, options)
+        prep = await scheduler.run(pipeline.prepare, question, options, history=history, matched=matched)
     events: asyncio.Queue[Event] = asyncio.Queue()
     timeout = cfg.serving.request_timeout_s
     job = Job(

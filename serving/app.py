@@ -24,7 +24,7 @@ from ragtune.serving.limits import BodyLimit
 from ragtune.serving.metrics import Metrics, MetricsMiddleware
 from ragtune.serving.routers import adapters, answer, chat, documents, health, ui
 from ragtune.serving.scheduler import Scheduler
-from ragtune.serving.security import KeyRing
+from ragtune.serving.security import KeyRing, LoopbackHosts
 
 log = logging.getLogger("ragtune.serving")
 
@@ -58,6 +58,8 @@ def create_app(pipeline: AnswerPipeline) -> FastAPI:
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if app.state.keys.open:  # no keys: loopback clients, and only requests that name a loopback host
+        app.add_middleware(LoopbackHosts)
 
     def reply(
         request: Request,

@@ -15,6 +15,7 @@ from ragtune.core.options import AnswerOptions
 from ragtune.core.prompt import Messages
 from ragtune.core.text_generator import TextGenerator
 from ragtune.core.types import Answer, Citation
+from ragtune.retrieval.filters import Matched
 from ragtune.retrieval.index import Index
 
 T = TypeVar("T")
@@ -52,9 +53,19 @@ class AnswerPipeline(Protocol):
         ...
 
     def prepare(
-        self, question: str, options: AnswerOptions | None = None, history: Messages | None = None, **fields: Any
+        self,
+        question: str,
+        options: AnswerOptions | None = None,
+        history: Messages | None = None,
+        matched: Matched | None = None,
+        **fields: Any,
     ) -> Prepared:
-        """One question, after a conversation's earlier user/assistant turns (`history`)."""
+        """One question, after a conversation's earlier user/assistant turns (`history`); `matched`
+        stands in for the options' filters."""
+        ...
+
+    def match_filters(self, opts: AnswerOptions) -> Matched | None:
+        """The ids a request's filters match, evaluated off the model thread."""
         ...
 
     def prepare_chat(self, messages: Messages, options: AnswerOptions) -> Prepared:
@@ -62,7 +73,11 @@ class AnswerPipeline(Protocol):
         ...
 
     def prepare_many(
-        self, questions: Sequence[str], options: AnswerOptions | None = None, **fields: Any
+        self,
+        questions: Sequence[str],
+        options: AnswerOptions | None = None,
+        matched: Matched | None = None,
+        **fields: Any,
     ) -> list[Prepared]: ...
 
     def finish(self, prep: Prepared, gen: Generation, total_ms: float, ttft_ms: float | None = None) -> Answer: ...

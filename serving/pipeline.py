@@ -32,6 +32,7 @@ from ragtune.core.threads import release_openmp_team
 from ragtune.core.types import Answer, Citation, ContextBlock, Hit, Timings, Usage
 from ragtune.retrieval.compress import compress_hits
 from ragtune.retrieval.drift import warn_if_drifted
+from ragtune.retrieval.filters import Filters, Matched
 from ragtune.retrieval.index import Index, index_exists
 from ragtune.serving.condense import REWRITE_MAX_TOKENS, condense
 from ragtune.serving.contracts import Prepared
@@ -139,15 +140,23 @@ class Pipeline:
         if snapshot not in known:
             raise NotFoundError(f"unknown snapshot '{snapshot}'; kept: {', '.join(known) or 'none'}")
 
-    def _search(self, questions: Sequence[str], opts: AnswerOptions) -> tuple[list[list[Hit]], str | None]:
+    def match_filters(self, opts: AnswerOptions) -> Matched | None:
+        """The ids `opts.filters` match, evaluated now (the server calls this in its thread pool, so a
+        costly filter does not hold up the model thread); None when there is nothing to match."""
+        if not opts.filters or opts.mode not in RETRIEVING or self.index is None:
+            return None
+        return self.index.match(opts.filters, opts.snapshot)
+
+    def _search(
+        self, questions: Sequence[str], opts: AnswerOptions, matched: Matched | None = None
+    ) -> tuple[list[list[Hit]], str | None]:
         """Hits and the snapshot they came from: pinned, so a concurrent commit cannot blur the two."""
         k = opts.top_k or self.config.retrieval.top_k
         with self.index_lock:
             index = self._need_index()
-            pinned = opts.snapshot or index.snapshot
-            hits = index.search_many(
-                list(questions), k, mode=opts.search_mode, filters=opts.filters or None, snapshot=pinned
-            )
+            filters: Filters = matched if matched is not None else (opts.filters or None)
+            pinned = (matched.snapshot if matched is not None else opts.snapshot) or index.snapshot
+            hits = index.search_many(list(questions), k, mode=opts.search_mode, filters=filters, snapshot=pinned)
             return hits, pinned
 
     def _contexts(self, question: str, hits: list[Hit], opts: AnswerOptions) -> tuple[list[ContextBlock], list[Hit]]:
@@ -187,20 +196,27 @@ class Pipeline:
             if len(q) > self.config.serving.max_question_chars:
                 raise DataError(f"question is longer than {self.config.serving.max_question_chars} characters")
 
-    def _retrieve(self, questions: Sequence[str], opts: AnswerOptions) -> tuple[list[list[Hit]], str | None, float]:
+    def _retrieve(
+        self, questions: Sequence[str], opts: AnswerOptions, matched: Matched | None
+    ) -> tuple[list[list[Hit]], str | None, float]:
         """Each question's hits, their snapshot and the retrieval time per question (nothing for base/ft)."""
         if opts.mode not in RETRIEVING:
             self.check_snapshot(opts.snapshot)
             return [[] for _ in questions], None, 0.0
         t0 = time.perf_counter()
-        hits, snapshot = self._search(questions, opts)
+        hits, snapshot = self._search(questions, opts, matched)
         return hits, snapshot, (time.perf_counter() - t0) * 1000 / max(1, len(questions))
 
     def prepare_many(
-        self, questions: Sequence[str], options: AnswerOptions | None = None, **fields: Any
+        self,
+        questions: Sequence[str],
+        options: AnswerOptions | None = None,
+        matched: Matched | None = None,
+        **fields: Any,
     ) -> list[Prepared]:
-        """Everything before generation: checks, adapter, retrieval and the prompt."""
-        return self._prepare(questions, with_fields(options, fields), [[] for _ in questions])
+        """Everything before generation: checks, adapter, retrieval and the prompt; `matched` (from
+        `match_filters`) stands in for the options' filters."""
+        return self._prepare(questions, with_fields(options, fields), [[] for _ in questions], matched)
 
     def condense(self, question: str, history: Messages) -> str:
         """The retrieval query for a follow-up after `history` (`serving.condense`)."""
@@ -221,7 +237,13 @@ class Pipeline:
             return list(questions)
         return [self.condense(q, h) if h else q for q, h in zip(questions, histories, strict=True)]
 
-    def _prepare(self, questions: Sequence[str], opts: AnswerOptions, histories: Sequence[Messages]) -> list[Prepared]:
+    def _prepare(
+        self,
+        questions: Sequence[str],
+        opts: AnswerOptions,
+        histories: Sequence[Messages],
+        matched: Matched | None = None,
+    ) -> list[Prepared]:
         """Each question after its earlier turns (`histories`, empty for a first question) made ready:
         retrieval searches the condensed query, the prompt quotes the turns within `serving.history_tokens`."""
         self._check_questions(questions)
@@ -229,7 +251,7 @@ class Pipeline:
         t0 = time.perf_counter()
         queries = self._queries(questions, histories, opts)
         condense_ms = (time.perf_counter() - t0) * 1000 / max(1, len(questions))
-        hits, snapshot, retrieve_ms = self._retrieve(queries, opts)
+        hits, snapshot, retrieve_ms = self._retrieve(queries, opts, matched)
         builder = self._builder(opts)
         budget = self.config.serving.history_tokens
         out = []
@@ -271,10 +293,15 @@ class Pipeline:
         )
 
     def prepare(
-        self, question: str, options: AnswerOptions | None = None, history: Messages | None = None, **fields: Any
+        self,
+        question: str,
+        options: AnswerOptions | None = None,
+        history: Messages | None = None,
+        matched: Matched | None = None,
+        **fields: Any,
     ) -> Prepared:
         """One question, after the conversation's earlier user/assistant turns (`history`) if any."""
-        return self._prepare([question], with_fields(options, fields), [history or []])[0]
+        return self._prepare([question], with_fields(options, fields), [history or []], matched)[0]
 
     @staticmethod
     def finish(prep: Prepared, gen: Generation, total_ms: float, ttft_ms: float | None = None) -> Answer:

@@ -17,9 +17,13 @@ SNAPSHOT_PATTERN = r"^[A-Za-z0-9._-]+$"
 
 
 def check_doc_id(value: str) -> str:
-    """Ids that a GET can name again: no '/', whitespace or control characters, not '.' or '..'."""
+    """Ids that a GET can name again and a terminal shows as they are: no '/', whitespace, control,
+    format (zero-width, bidi) or other non-printable characters, not '.' or '..'."""
     if value in (".", ".."):
         raise ValueError("'.' and '..' are not document ids")
+    if not value.isprintable():
+        bad = next(ch for ch in value if not ch.isprintable())
+        raise ValueError(f"a document id holds only printable characters, not U+{ord(bad):04X}")
     return value
 
 

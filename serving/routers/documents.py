@@ -13,6 +13,7 @@ from ragtune.core.errors import NotFoundError
 from ragtune.core.types import Document
 from ragtune.retrieval.index import Index, IngestReport
 from ragtune.serving.contracts import AnswerPipeline
+from ragtune.serving.routers.health import public_name
 from ragtune.serving.schemas import (
     DOC_ID_PATTERN,
     ERRORS,
@@ -22,12 +23,21 @@ from ragtune.serving.schemas import (
     IndexInfo,
     SnapshotInfo,
     WriteResult,
+    check_doc_id,
 )
 from ragtune.serving.security import admin_access, read_access
 from ragtune.serving.validation import check_document, invalid
 
 router = APIRouter(tags=["documents"])
 DocId = Path(min_length=1, max_length=200, pattern=DOC_ID_PATTERN)
+
+
+def _check_id(doc_id: str) -> None:
+    """A path id passes the same rules as a body id (`check_doc_id`), else 422."""
+    try:
+        check_doc_id(doc_id)
+    except ValueError as exc:
+        raise invalid("doc_id", str(exc)) from None
 
 
 def _result(*reports: IngestReport) -> WriteResult:
@@ -48,8 +58,7 @@ def _pipeline(request: Request) -> AnswerPipeline:
 @router.put("/v1/documents/{doc_id}", response_model=WriteResult, responses=ERRORS)
 async def put_document(body: DocumentIn, request: Request, doc_id: str = DocId, _: str = admin_access) -> WriteResult:
     """Add or replace one document; unchanged content costs nothing and keeps the snapshot."""
-    if doc_id in (".", ".."):
-        raise invalid("doc_id", "'.' and '..' are not document ids")
+    _check_id(doc_id)
     check_document("", body.text, body.title, body.metadata, _pipeline(request).config.serving)
     doc = Document(id=doc_id, text=body.text, title=body.title, metadata=body.metadata)
     report = await run_in_threadpool(_pipeline(request).write_index, lambda ix: ix.upsert([doc], progress=False))
@@ -76,6 +85,7 @@ def _read(pipeline: AnswerPipeline, doc_id: str) -> DocumentOut:
 @router.get("/v1/documents/{doc_id}", response_model=DocumentOut, responses=ERRORS)
 async def get_document(request: Request, doc_id: str = DocId, _: str = read_access) -> DocumentOut:
     """Title, metadata, content hash and chunk count of one stored document."""
+    _check_id(doc_id)
     return await run_in_threadpool(_read, _pipeline(request), doc_id)
 
 
@@ -88,6 +98,7 @@ def _delete(ix: Index, doc_id: str) -> IngestReport:
 @router.delete("/v1/documents/{doc_id}", response_model=WriteResult, responses=ERRORS)
 async def delete_document(request: Request, doc_id: str = DocId, _: str = admin_access) -> WriteResult:
     """Remove one document and its chunks; a new snapshot."""
+    _check_id(doc_id)
     report = await run_in_threadpool(_pipeline(request).write_index, lambda ix: _delete(ix, doc_id))
     return _result(report)
 
@@ -118,7 +129,7 @@ def _info(pipeline: AnswerPipeline) -> IndexInfo:
         snapshot=stats["snapshot"],
         documents=stats["documents"],
         chunks=stats["chunks"],
-        embedder=stats.get("embedder"),
+        embedder=public_name(str(stats["embedder"])) if stats.get("embedder") else None,
         snapshots=[SnapshotInfo(**s) for s in pipeline.index.snapshots()],
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -13,12 +14,26 @@ from ragtune.serving.errors import error_response
 router = APIRouter(tags=["health"])
 
 
+def public_name(ref: str) -> str:
+    """A model reference as an unauthenticated caller may see it: a local folder by its last part
+    only (the probe must not reveal the server's filesystem); `bundled:` names and hub ids as they are."""
+    if ref.startswith("bundled:"):
+        return ref
+    path = Path(ref).expanduser()
+    if path.is_absolute() or ref.startswith((".", "~")) or path.exists():
+        return path.name
+    return ref
+
+
 @router.get("/healthz")
 def healthz(request: Request) -> dict[str, Any]:
-    """Alive, with what is loaded (answers even while the model is busy)."""
+    """Alive, with what is loaded (answers even while the model is busy): names, never paths."""
     pipeline = request.app.state.pipeline
     index = pipeline.index.stats() if pipeline.index is not None else None
-    return {"status": "ok", "pid": os.getpid(), "index": index, "adapters": sorted(pipeline.generator.adapters)}
+    if index is not None:
+        index = {**index, "embedder": public_name(str(index.get("embedder", "")))}
+    adapters = sorted(public_name(str(name)) for name in pipeline.generator.adapters)
+    return {"status": "ok", "pid": os.getpid(), "index": index, "adapters": adapters}
 
 
 @router.get("/readyz", responses={503: {"description": "not ready"}})
