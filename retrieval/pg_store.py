@@ -304,9 +304,7 @@ class PgStore:
             return np.zeros((0, dim), dtype=np.float32)
         return np.stack([_vec(found[i]) for i in ids])
 
-    def live_vectors(
-        self, dim: int, seq: int | None = None, filters: Filters = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def live_vectors(self, dim: int, seq: int | None = None, filters: Filters = None) -> tuple[np.ndarray, np.ndarray]:
         where, params = filter_sql(filters)
         rows = self._q(
             f"SELECT c.id, c.embedding FROM rt_chunks c WHERE {LIVE_AT}{where} ORDER BY c.id",
@@ -342,9 +340,7 @@ class PgStore:
             for cid, doc_id, pos, text, title, meta, vec, th in rows
         ]
 
-    def dense(
-        self, qvec: np.ndarray, k: int, seq: int, filters: Filters, ef_search: int
-    ) -> list[tuple[int, float]]:
+    def dense(self, qvec: np.ndarray, k: int, seq: int, filters: Filters, ef_search: int) -> list[tuple[int, float]]:
         """Top-k by cosine similarity among the chunks live at `seq`: HNSW first, exact when HNSW came up short.
 
         The HNSW scan returns `ef_search` candidates before the snapshot and metadata conditions are

@@ -278,9 +278,7 @@ class Store:
             blobs.update(self.conn.execute(f"SELECT id, vector FROM chunks WHERE id IN ({marks})", part).fetchall())
         return np.frombuffer(b"".join(blobs[i] for i in ids), dtype=np.float32).reshape(len(ids), dim)
 
-    def live_vectors(
-        self, dim: int, seq: int | None = None, filters: Filters = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def live_vectors(self, dim: int, seq: int | None = None, filters: Filters = None) -> tuple[np.ndarray, np.ndarray]:
         """Ids and vectors of the chunks live at `seq` (default: now) that pass `filters`, by id."""
         where, params = filter_sql(filters)
         rows = self.conn.execute(
