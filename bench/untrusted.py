@@ -1,4 +1,5 @@
-"""Untrusted documents (issue 22): memory of a large ingest, the largest chunk, corrupted FAISS files.
+"""Untrusted documents and a careful CLI: memory of a large ingest, the largest chunk, corrupted FAISS
+files, prompt-injection cases contained, CLI bad inputs ending in a traceback.
 
 - Peak memory: a fresh process loads the embedder, notes its RSS (idle), resets the kernel's peak
   counter, then runs `load_paths` + `Index.upsert` on one text file of 100 MB (`--quick`: 20 MB) and
@@ -11,9 +12,14 @@
   page, another index's file of the same size copied over it) the index is reopened and searched;
   a case is "used silently" when its hits differ from before the corruption or no warning was logged.
 
-Two more figures belong here later (the prompt-injection cases escaped, CLI bad-input tracebacks):
-add a function to `MEASURES` that returns its section and targets. Prints one JSON object on the
-last line, with `targets` as the other benches do.
+- Prompt fence: every attack of `bench/untrusted_cases.py` (chat-template markers of six families,
+  fence-tag variants, zero-width and homoglyph tricks) in every untrusted slot of the prompt, checked
+  on the token ids of the built prompt (target: all contained).
+- CLI: each command on the table of bad inputs of `bench/untrusted_cases.py` (non-UTF-8, corrupt
+  store, bad filter, missing, empty, wrong fields): cases ending in a traceback (target 0).
+
+Each figure is a function in `MEASURES` returning its section and targets. Prints one JSON object on
+the last line, with `targets` as the other benches do.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # untrusted_cases.py, shared with the tests
 
 MB = 1_000_000
 Targets = list[dict[str, Any]]
@@ -222,11 +229,29 @@ def measure_corruption(quick: bool, root: Path) -> tuple[dict[str, Any], Targets
     return {"cases": cases}, [target("corrupted_index_cases_used_silently", silent, 0, "<=")]
 
 
-# One entry per figure; the prompt-injection and CLI bad-input measures go here as they land.
+def _split(figure: dict[str, Any]) -> tuple[dict[str, Any], Targets]:
+    return {k: v for k, v in figure.items() if k != "targets"}, figure["targets"]
+
+
+def measure_fence(quick: bool, root: Path) -> tuple[dict[str, Any], Targets]:
+    from untrusted_cases import fence_figure
+
+    return _split(fence_figure())
+
+
+def measure_cli(quick: bool, root: Path) -> tuple[dict[str, Any], Targets]:
+    from untrusted_cases import cli_figure
+
+    root.mkdir(parents=True, exist_ok=True)
+    return _split(cli_figure(root))
+
+
 MEASURES: list[tuple[str, Callable[[bool, Path], tuple[dict[str, Any], Targets]]]] = [
     ("memory", measure_memory),
     ("chunks", measure_chunks),
     ("corruption", measure_corruption),
+    ("fence", measure_fence),
+    ("cli", measure_cli),
 ]
 
 

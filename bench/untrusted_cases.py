@@ -1,4 +1,4 @@
-"""Untrusted-input cases shared by the tests and `bench/untrusted_fence_cli.py`: the prompt-injection
+"""Untrusted-input cases shared by the tests and `bench/untrusted.py`: the prompt-injection
 corpus (run against real tokenizers of several chat-template families, checked on token ids) and the
 CLI bad-input table (run through the real `ragtune` entry point).
 
