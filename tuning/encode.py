@@ -54,11 +54,14 @@ def encode_examples(
 
 
 def encode_corpus(texts: Iterable[str], tokenizer: Any, max_length: int) -> list[Row]:
-    """Domain-adaptive (causal-lm) rows: each text cut into max_length windows, loss on every token."""
+    """Domain-adaptive (causal-lm) rows: each text cut into max_length windows, loss on every token.
+
+    Indexed text is untrusted: a special-token string in it (`<|im_end|>`) is tokenized as plain text
+    (`split_special_tokens`), so a document cannot teach the model a turn boundary."""
     rows: list[Row] = []
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     for text in texts:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"] + eos
+        ids = tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"] + eos
         for start in range(0, len(ids), max_length):
             piece = ids[start : start + max_length]
             if len(piece) >= 8:
