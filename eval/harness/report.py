@@ -18,7 +18,7 @@ from ragtune.eval.harness.runner import Record
 from ragtune.eval.harness.schema import SCHEMA_VERSION
 from ragtune.eval.harness.stats import PairTest
 
-__all__ = ["COLUMNS", "manifest", "table", "write_report"]
+__all__ = ["COLUMNS", "manifest", "ms_cell", "table", "write_report"]
 
 COLUMNS = [
     ("accuracy", "accuracy", "pct"),
@@ -56,7 +56,7 @@ def table(summary: dict[str, dict[str, Any]], columns: Sequence[tuple[str, str, 
     sep = "|---|---:|" + "---:|" * len(columns)
     rows = [
         f"| {arm} | {s['n']} | "
-        + " | ".join(_ms(s, key) if kind == "ms" else _cell(s.get(key), kind) for key, _, kind in columns)
+        + " | ".join(ms_cell(s, key) if kind == "ms" else _cell(s.get(key), kind) for key, _, kind in columns)
         + " |"
         for arm, s in summary.items()
     ]
@@ -78,7 +78,7 @@ def interval_table(ivs: dict[str, dict[str, Any]], names: Sequence[str]) -> str:
     return "\n".join([head, sep, *rows])
 
 
-def _ms(s: dict[str, Any], key: str) -> str:
+def ms_cell(s: dict[str, Any], key: str) -> str:
     """A latency figure, or why it is missing: a percentile its sample is too small for reads n/a (n=…)."""
     if s.get(key) is not None:
         return f"{s[key]:.0f}"
@@ -91,7 +91,7 @@ def latency_table(summary: dict[str, dict[str, Any]]) -> str:
     rows = []
     for arm, s in summary.items():
         qps, out = s.get("throughput_qps"), s.get("latency_output_tokens", s.get("completion_tokens"))
-        cells = [_ms(s, k) for k, _ in LATENCY]
+        cells = [ms_cell(s, k) for k, _ in LATENCY]
         cells += ["–" if out is None else f"{out:.0f}", "–" if qps is None else f"{qps:.2f}"]
         rows.append(f"| {arm} | {s.get('latency_n', '–')} | " + " | ".join(cells) + " |")
     return "\n".join([head, sep, *rows])
