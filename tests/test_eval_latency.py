@@ -150,13 +150,15 @@ def test_interleaved_run_warms_up_shuffles_and_pairs():
         s.model_dump() for s in samples
     ]  # ... reproducibly (seeded)
     assert {s.slot for s in samples} == {0, 1, 2}
+    assert [s.arm for s in samples] == ["a"] * 12 + ["b"] * 12 + ["c"] * 12  # the given arm order
+    assert [s.id for s in samples[:12]] == [it.id for it in ITEMS]
 
 
 def test_interleaving_keeps_drift_out_of_the_comparison():
     """The same arm three times under steady drift: interleaved, every pair is a draw; arm after arm
     (the old way) the later arm looks slower."""
     samples = run_latency(Drifting(), ITEMS * 3, ARMS, seed=1)  # 36 questions
-    samples = [s.model_copy(update={"id": f"{s.id}-{n // 36}"}) for n, s in enumerate(samples)]
+    samples = [s.model_copy(update={"id": f"{s.id}-{(n % 36) // 12}"}) for n, s in enumerate(samples)]
     tests = compare_latency(samples, resamples=1000)
     assert len(tests) == 3 and all(not t.significant for t in tests)
     drifted = Drifting()

@@ -121,7 +121,8 @@ def run_latency(
     pin: str | None = None,
     progress: bool = False,
 ) -> list[LatencySample]:
-    """Interleaved paired single requests: per question every arm, in a seeded shuffled order."""
+    """Interleaved paired single requests: per question every arm, in a seeded shuffled order (`slot`);
+    returned arm by arm in the given order, so comparisons name the arms the same way every run."""
     arms = timed_arms(arms)
     if not items or not arms:
         return []
@@ -135,7 +136,8 @@ def run_latency(
         for slot, a in enumerate(order):
             ans = backend.answer([it.question], a, pin)[0]
             out.append(sample_of(ans, it.id, a.name, slot))
-    return out
+    rank = {a.name: i for i, a in enumerate(arms)}
+    return sorted(out, key=lambda s: rank[s.arm])  # arms in the given order (stable: questions stay in order)
 
 
 def percentile(values: Sequence[float], q: int) -> float | None:
