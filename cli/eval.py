@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -65,6 +65,14 @@ def eval_cmd(
         bool, typer.Option("--fresh", help="Discard records of an earlier run in --out.", show_default=OFF)
     ] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar per arm.")] = True,
+    latency: Annotated[
+        str | None,
+        typer.Option(
+            "--latency",
+            help="Questions timed one request at a time, all arms interleaved: N or 'all'.",
+            show_default="eval.latency_samples (32)",
+        ),
+    ] = None,
     workspace: Workspace = None,
     config: ConfigFile = None,
 ) -> None:
@@ -99,6 +107,8 @@ def eval_cmd(
         suite.arms = [arm(a, adapter) for a in suite.arms]
     if suite.seed is not None:
         cfg = load_cli_config(workspace, config, generation={**cfg.generation.model_dump(), "seed": suite.seed})
+    if latency is not None:
+        cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"latency_samples": latency_option(latency)})})
     # read and check the questions before any model loads: bad data fails in a second, not a minute
     items = suite_items(suite, suite.seed if suite.seed is not None else cfg.generation.seed)
     backend: Backend
@@ -112,6 +122,15 @@ def eval_cmd(
     run = evaluate(cfg, suite, backend, out, items=items, settings=RunSettings(fresh=fresh, progress=progress))
     console.print(run.md_path.read_text().split("\n## Manifest")[0])
     console.print(f"reports: {run.json_path.parent}/report.{{json,md,html}}")
+
+
+def latency_option(value: str) -> int | Literal["all"]:
+    """--latency: a count of questions, or 'all'."""
+    if value.strip().lower() == "all":
+        return "all"
+    if not value.strip().isdigit():
+        raise ConfigError(f"--latency takes a number of questions or 'all', not {value!r}")
+    return int(value)
 
 
 @eval_app.command("compare")

@@ -10,7 +10,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -244,7 +244,11 @@ class EvalConfig(_Section):
     arms: list[Mode] = ["base", "ft", "rag", "hybrid"]
     format_schema: dict[str, Any] | None = Field(None, description="JSON schema answers must satisfy (overrides regex)")
     ks: list[int] = Field([1, 3, 5, 10], min_length=1, description="cut-offs of hit@k, recall@k and nDCG@k")
-    latency_samples: int = Field(4, ge=0, description="questions per arm run one at a time for latency figures")
+    latency_samples: Annotated[int, Field(ge=0)] | Literal["all"] = Field(
+        32,
+        description="questions timed one request at a time, every arm back to back in a shuffled order "
+        "(0: none; 'all': every question)",
+    )
     bootstrap_resamples: int = Field(2000, ge=100, description="resamples of every bootstrap interval and test")
     alpha: float = Field(0.05, gt=0, lt=1, description="family-wise error rate of the Holm-corrected tests")
     baselines: list[Literal["constant", "extractive"]] = Field(

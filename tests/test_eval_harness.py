@@ -84,7 +84,9 @@ def test_arms_variants_statistics_reports_and_resume(pipeline_factory, tmp_path:
     cfg = p.config.model_copy(update={"eval": p.config.eval.model_copy(update={"latency_samples": 1})})
     out = tmp_path / "run"
     run = evaluate(cfg, suite, Counting(p), out, items=ITEMS, settings=RunSettings(progress=False))
-    assert Counting.calls == 9  # three generating arms x three questions; retrieval-only and baselines generate nothing
+    # three generating arms x three questions; retrieval-only and baselines generate nothing; then the
+    # latency sample (latency_samples=1): per generating arm one uncounted warm-up and one timed request
+    assert Counting.calls == 9 + 3 * 2
     by = {(r.arm, r.id): r for r in run.records}
     # every eval adds the two baselines as arms: the eval set's majority (no training data) and extractive
     assert {a for a, _ in by} == {"base", "rag", "rag-k1", "rag-ret", "constant-evalset", "extractive"}
@@ -112,7 +114,7 @@ def test_arms_variants_statistics_reports_and_resume(pipeline_factory, tmp_path:
     assert page.count("data:image/png;base64,") == 2 and "http" not in page.split("<body>")[1].split("Manifest")[0]
     # a second run on the same folder resumes: nothing left to generate, same records
     again = evaluate(cfg, suite, Counting(p), out, items=ITEMS, settings=RunSettings(progress=False))
-    assert Counting.calls == 9 and [r.answer for r in again.records] == [r.answer for r in run.records]
+    assert Counting.calls == 15 and [r.answer for r in again.records] == [r.answer for r in run.records]
     # another arm set cannot silently reuse the records
     with pytest.raises(DataError, match="different run"):
         evaluate(

@@ -7,10 +7,13 @@ import json
 import os
 import re
 import shutil
+from itertools import combinations
 from pathlib import Path
 
 import pytest
 
+from ragtune.eval.harness.latency import RatioTest
+from ragtune.eval.verdict.figures import Recommendation
 from ragtune.eval.verdict.learning_curve import nested_subsets
 from ragtune.eval.verdict.recommend import (
     ArmFigures,
@@ -19,9 +22,26 @@ from ragtune.eval.verdict.recommend import (
     Estimate,
     UpdateCost,
     VerdictFigures,
-    recommend,
 )
+from ragtune.eval.verdict.recommend import recommend as _recommend
 from ragtune.eval.verdict.report import VerdictResult, write_verdict
+
+
+def with_speed(figs: VerdictFigures, half: float = 0.05) -> VerdictFigures:
+    """Paired latency ratios of every pair of setups from their p50s, each with a +-5% interval (about
+    what a 32-question interleaved sample gives): the verdict reads speed from these, not from p50s."""
+    tests = [
+        RatioTest(
+            metric="e2e_equal_ms", a=a.arm, b=b.arm, n=32, ratio=r, low=r * (1 - half), high=r * (1 + half), p=0.5
+        )
+        for a, b in combinations(figs.setups, 2)
+        for r in [a.p50_ms / b.p50_ms]
+    ]
+    return figs.model_copy(update={"latency": tests})
+
+
+def recommend(figs: VerdictFigures) -> Recommendation:
+    return _recommend(with_speed(figs))
 
 
 def _arm(name: str, q: float, fmt: float, p50: float) -> ArmFigures:
@@ -129,6 +149,41 @@ def test_a_latency_within_noise_does_not_make_an_arm_cheaper() -> None:
         _cited_ok(rec)
 
 
+def _ratio(a: str, b: str, ratio: float, low: float, high: float) -> RatioTest:
+    return RatioTest(metric="e2e_equal_ms", a=a, b=b, n=32, ratio=ratio, low=low, high=high, p=0.01, p_holm=0.03)
+
+
+def test_speed_follows_the_paired_ratio_interval_not_the_p50s() -> None:
+    figs = _figs(hybrid_q=0.50, rag_q=0.49, significant=False, rag_fmt=0.95, half=0.015)
+    figs.arms[2] = _arm("rag", 0.49, 0.95, 1000)  # p50s 41% apart ...
+    wide = figs.model_copy(update={"latency": [_ratio("rag", "hybrid", 0.59, 0.40, 1.10)]})
+    draw = _recommend(wide)  # ... but the interval of the ratio contains 1: a draw, set-up decides
+    assert draw.choice == "rag" and "needs less set-up than hybrid at a latency not shown to differ" in draw.text
+    assert "0.59x the latency of hybrid on the same questions (95% CI 0.40–1.10)" in draw.text
+    values = {f.label: f.value for f in draw.figures}
+    assert values["rag / hybrid latency ratio"].startswith("0.59x (95% CI 0.40–1.10, n=32")
+    # measured the other way round (hybrid / rag), the interval excludes 1: rag is shown faster
+    tight = figs.model_copy(update={"latency": [_ratio("hybrid", "rag", 1.7, 1.5, 1.9)]})
+    fast = _recommend(tight)
+    assert fast.choice == "rag" and "it is cheaper to run, 0.59x the latency of hybrid" in fast.text
+    assert "(95% CI 0.53–0.67)" in fast.text
+    # no paired latency comparison at all: nothing is shown faster, so p50s alone decide nothing
+    assert "no paired latency comparison of rag and hybrid" in _recommend(figs).text
+    for rec in (draw, fast):
+        _cited_ok(rec)
+
+
+def test_the_chosen_arm_cites_its_ratio_to_the_fastest_setup() -> None:
+    figs = _figs(hybrid_q=0.55, rag_q=0.35, significant=True)  # hybrid wins; base is the fastest setup
+    slower = figs.model_copy(update={"latency": [_ratio("hybrid", "base", 2.1, 1.9, 2.3)]})
+    rec = _recommend(slower)
+    assert rec.choice == "hybrid"
+    assert "It is slower than the fastest setup, base: 2.10x the latency of base" in rec.text
+    same = figs.model_copy(update={"latency": [_ratio("base", "hybrid", 0.97, 0.9, 1.04)]})
+    assert "not shown to differ from the fastest setup's, base" in _recommend(same).text
+    _cited_ok(rec)
+
+
 def test_raft_sentence_follows_its_comparison() -> None:
     def with_raft(diff: float, significant: bool) -> VerdictFigures:
         figs = _figs(hybrid_q=0.55, rag_q=0.35, significant=True)
@@ -206,7 +261,7 @@ CHROMEDRIVER = shutil.which("chromedriver")
 
 @pytest.fixture()
 def written(tmp_path: Path) -> dict[str, Path]:
-    figs = _figs(hybrid_q=0.55, rag_q=0.35, significant=True)
+    figs = with_speed(_figs(hybrid_q=0.55, rag_q=0.35, significant=True))
     result = VerdictResult(figures=figs, recommendation=recommend(figs), manifest={"seed": 0}, notes=["a note"])
     return write_verdict(tmp_path / "verdict", result)
 
@@ -214,6 +269,7 @@ def written(tmp_path: Path) -> dict[str, Path]:
 def test_markdown_and_json_carry_the_recommendation_and_tables(written: dict[str, Path]) -> None:
     md = written["md"].read_text()
     assert "**Recommendation: hybrid**" in md
+    assert "Latency ratios (same questions, interleaved" in md and "| base / hybrid | 32 | 0.47 | 0.45–0.49 |" in md
     for section in (
         "At a glance",
         "Pairwise comparisons",

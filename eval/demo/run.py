@@ -18,7 +18,7 @@ from ragtune.core.config import Config
 from ragtune.core.sample import sample_path
 from ragtune.eval.harness.data import evenly_spaced, load_items
 from ragtune.eval.harness.freshness import as_of_before, freshness_markdown, freshness_table
-from ragtune.eval.harness.report import manifest, table, write_report
+from ragtune.eval.harness.report import manifest, ms_cell, table, write_report
 from ragtune.eval.harness.runner import Record, run_arm, summarize
 from ragtune.retrieval.loaders import load_documents
 from ragtune.serving.pipeline import Pipeline
@@ -39,7 +39,7 @@ def _rich_table(title: str, summary: dict[str, dict[str, Any]]) -> Table:
         t.add_column(col, justify="left" if col == "arm" else "right")
     for arm, s in summary.items():
         t.add_row(
-            arm, _pct(s["accuracy"]), _pct(s["format"]), _pct(s["hit_at_k"]), f"{s['p50_ms']:.0f}", f"{s['p95_ms']:.0f}"
+            arm, _pct(s["accuracy"]), _pct(s["format"]), _pct(s["hit_at_k"]), ms_cell(s, "p50_ms"), ms_cell(s, "p95_ms")
         )
     return t
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from ragtune.core.errors import DataError
 from ragtune.eval.harness.analysis import compare_runs
-from ragtune.eval.harness.report import comparison_table
+from ragtune.eval.harness.latency import COMPARED, LatencySample, RatioTest, compare_latency
+from ragtune.eval.harness.report import comparison_table, ratio_table
 from ragtune.eval.harness.runner import Record
 from ragtune.eval.harness.stats import PairTest
 
@@ -50,5 +51,32 @@ def compare_reports(
         "",
         comparison_table(tests) if tests else "(no arm and question in common)",
         "",
+        *latency_lines(old, new, resamples, seed, alpha),
     ]
     return tests, "\n".join(lines)
+
+
+def _samples(doc: dict[str, Any], tag: str) -> list[LatencySample]:
+    raw = (doc.get("latency") or {}).get("samples", [])
+    return [LatencySample.model_validate({**s, "arm": f"{s['arm']} ({tag})"}) for s in raw]
+
+
+def latency_lines(old: dict[str, Any], new: dict[str, Any], resamples: int, seed: int, alpha: float) -> list[str]:
+    """Each run's paired latency ratios as stored, and each arm new / old on the questions both timed."""
+    lines = ["## Latency", ""]
+    for tag, doc in (("old", old), ("new", new)):
+        stored = [RatioTest.model_validate(t) for t in (doc.get("latency") or {}).get("comparisons", [])]
+        lines += [f"Within the {tag} run (interleaved, paired):", ""]
+        lines += [ratio_table(stored) if stored else "(no interleaved latency sample)", ""]
+    samples = _samples(old, "old") + _samples(new, "new")
+    arms = [a for a in dict.fromkeys(s.arm[: -len(" (new)")] for s in samples if s.arm.endswith("(new)"))]
+    pairs = [(f"{a} (new)", f"{a} (old)") for a in arms if any(s.arm == f"{a} (old)" for s in samples)]
+    between = compare_latency(samples, COMPARED, resamples, seed, alpha, pairs) if pairs else []
+    lines += [
+        "Each arm new / old, paired on question ids (the two runs were not interleaved, so machine drift "
+        "between them is part of the ratio):",
+        "",
+        ratio_table(between) if between else "(no arm timed in both runs)",
+        "",
+    ]
+    return lines

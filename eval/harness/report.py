@@ -6,17 +6,19 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ragtune.eval.harness import plots
 from ragtune.eval.harness.analysis import compare_arms, intervals, order_metrics
+from ragtune.eval.harness.latency import COMPARED, LatencySample, RatioTest, common_length, compare_latency
 from ragtune.eval.harness.manifest import manifest
 from ragtune.eval.harness.runner import Record
 from ragtune.eval.harness.schema import SCHEMA_VERSION
 from ragtune.eval.harness.stats import PairTest
 
-__all__ = ["COLUMNS", "manifest", "table", "write_report"]
+__all__ = ["COLUMNS", "manifest", "ms_cell", "table", "write_report"]
 
 COLUMNS = [
     ("accuracy", "accuracy", "pct"),
@@ -24,6 +26,7 @@ COLUMNS = [
     ("f1", "F1", "pct"),
     ("format", "format", "pct"),
     ("hit_at_k", "hit@k", "pct"),
+    ("latency_n", "latency n", "int"),
     ("p50_ms", "p50 ms", "ms"),
     ("p95_ms", "p95 ms", "ms"),
     ("ttft_p50_ms", "TTFT p50 ms", "ms"),
@@ -31,13 +34,13 @@ COLUMNS = [
 LATENCY = [
     ("retrieve_p50_ms", "retrieve p50"),
     ("retrieve_p95_ms", "p95"),
-    ("retrieve_p99_ms", "p99"),
     ("ttft_p50_ms", "TTFT p50"),
     ("ttft_p95_ms", "p95"),
-    ("ttft_p99_ms", "p99"),
-    ("p50_ms", "total p50"),
+    ("tpot_p50_ms", "TPOT p50"),
+    ("p50_ms", "end-to-end p50"),
     ("p95_ms", "p95"),
     ("p99_ms", "p99"),
+    ("equal_p50_ms", "e2e at equal length p50"),
 ]
 PLOTTED = ["f1", "exact_match", "contains", "extracted_match", "format", "hit@5", "mrr", "grounding", "citation"]
 
@@ -45,14 +48,16 @@ PLOTTED = ["f1", "exact_match", "contains", "extracted_match", "format", "hit@5"
 def _cell(value: Any, kind: str) -> str:
     if value is None:
         return "–"
-    return f"{100 * value:.1f}%" if kind == "pct" else f"{value:.0f}"
+    return f"{100 * value:.1f}%" if kind == "pct" else f"{value:.0f}"  # ms and int
 
 
 def table(summary: dict[str, dict[str, Any]], columns: Sequence[tuple[str, str, str]] = COLUMNS) -> str:
     head = "| arm | n | " + " | ".join(c[1] for c in columns) + " |"
     sep = "|---|---:|" + "---:|" * len(columns)
     rows = [
-        f"| {arm} | {s['n']} | " + " | ".join(_cell(s.get(key), kind) for key, _, kind in columns) + " |"
+        f"| {arm} | {s['n']} | "
+        + " | ".join(ms_cell(s, key) if kind == "ms" else _cell(s.get(key), kind) for key, _, kind in columns)
+        + " |"
         for arm, s in summary.items()
     ]
     return "\n".join([head, sep, *rows])
@@ -73,15 +78,63 @@ def interval_table(ivs: dict[str, dict[str, Any]], names: Sequence[str]) -> str:
     return "\n".join([head, sep, *rows])
 
 
+def ms_cell(s: dict[str, Any], key: str) -> str:
+    """A latency figure, or why it is missing: a percentile its sample is too small for reads n/a (n=…)."""
+    if s.get(key) is not None:
+        return f"{s[key]:.0f}"
+    return f"n/a (n={s.get('latency_n', 0)})" if key in s else "–"
+
+
 def latency_table(summary: dict[str, dict[str, Any]]) -> str:
-    head = "| arm | latency n | " + " | ".join(c[1] for c in LATENCY) + " | questions/s |"
-    sep = "|---|---:|" + "---:|" * (len(LATENCY) + 1)
+    head = "| arm | latency n | " + " | ".join(c[1] for c in LATENCY) + " | output tokens | questions/s |"
+    sep = "|---|---:|" + "---:|" * (len(LATENCY) + 2)
     rows = []
     for arm, s in summary.items():
-        qps = s.get("throughput_qps")
-        cells = [_cell(s.get(k), "ms") for k, _ in LATENCY] + ["–" if qps is None else f"{qps:.2f}"]
+        qps, out = s.get("throughput_qps"), s.get("latency_output_tokens", s.get("completion_tokens"))
+        cells = [ms_cell(s, k) for k, _ in LATENCY]
+        cells += ["–" if out is None else f"{out:.0f}", "–" if qps is None else f"{qps:.2f}"]
         rows.append(f"| {arm} | {s.get('latency_n', '–')} | " + " | ".join(cells) + " |")
     return "\n".join([head, sep, *rows])
+
+
+def ratio_table(tests: Sequence[RatioTest]) -> str:
+    """Paired latency ratios: geometric mean of per-question ratios a/b (< 1: a faster)."""
+    head = "| figure | arms | n | ratio a/b [95% CI] | test | p | p (Holm) | verdict |"
+    sep = "|---|---|---:|---|---|---:|---:|---|"
+    rows = [
+        f"| {t.metric} | {t.a} / {t.b} | {t.n} | {t.ratio:.3f} [{t.low:.3f}, {t.high:.3f}] | {t.test} | "
+        f"{t.p:.3g} | {t.p_holm:.3g} | {t.verdict} |"
+        for t in tests
+    ]
+    return "\n".join([head, sep, *rows])
+
+
+def latency_doc(samples: Sequence[LatencySample], resamples: int, seed: int, alpha: float) -> dict[str, Any]:
+    """report.json's `latency`: the interleaved sample, its common length and the paired ratio tests."""
+    return {
+        "common_length": common_length(samples),
+        "n": len({s.id for s in samples}),
+        "comparisons": [t.model_dump() for t in compare_latency(samples, COMPARED, resamples, seed, alpha)],
+        "samples": [s.model_dump() for s in samples],
+    }
+
+
+def latency_markdown(doc: dict[str, Any]) -> str:
+    lat = doc.get("latency") or {}
+    tests = [RatioTest.model_validate(t) for t in lat.get("comparisons", [])]
+    lines = [
+        latency_table(doc["summary"]),
+        "",
+        f"Latency from {lat.get('n', 0)} questions timed one request at a time, every arm back to back in a "
+        "seeded shuffled order after an uncounted warm-up. TTFT = time to first token (retrieval included); "
+        "TPOT = time per output token after the first; equal length = TTFT + TPOT x (L - 1) at "
+        f"L = {lat.get('common_length', 0):.0f} tokens, the median output length over all arms. "
+        "p95 needs 20 samples and p99 100.",
+    ]
+    if tests:
+        lines += ["", "Paired latency ratios (end-to-end at equal length; Holm over the pairs):", ""]
+        lines += [ratio_table(tests)]
+    return "\n".join(lines)
 
 
 def comparison_table(tests: Sequence[PairTest]) -> str:
@@ -110,6 +163,7 @@ def build_report(
     title: str = "ragtune eval",
     arms: Sequence[dict[str, Any]] | None = None,
     freshness: dict[str, Any] | None = None,
+    latency: Sequence[LatencySample] | None = None,
 ) -> dict[str, Any]:
     """The report.json document: statistics on the first record of each (arm, question); the seed,
     alpha and bootstrap resamples come from the manifest, so the report states what it used."""
@@ -127,6 +181,7 @@ def build_report(
         "intervals": intervals(stat_records, resamples, seed),
         "comparisons": [t.model_dump() for t in compare_arms(stat_records, resamples, seed, alpha)],
         "freshness": freshness,
+        "latency": latency_doc(latency, resamples, seed, alpha) if latency else None,
         "records": [r.model_dump() for r in records],
     }
 
@@ -139,7 +194,7 @@ def render_markdown(doc: dict[str, Any], sections: dict[str, str] | None = None)
     lines += [
         "accuracy = gold answer contained in the reply (SQuAD-normalised); EM/F1 on the extracted answer; "
         "format = format regex or JSON schema; hit@k over the documents the prompt used; "
-        "latency from single (unbatched) requests.",
+        "latency from the interleaved single-request sample below.",
         "",
         "## Metrics with 95% bootstrap intervals",
         "",
@@ -147,7 +202,7 @@ def render_markdown(doc: dict[str, Any], sections: dict[str, str] | None = None)
         "",
         "## Latency (ms) and throughput",
         "",
-        latency_table(summary),
+        latency_markdown(doc),
         "",
         "## Paired comparisons",
         "",
@@ -219,6 +274,15 @@ def render_html(doc: dict[str, Any], markdown: str, records: Sequence[Record]) -
     )
 
 
+@dataclass
+class ReportExtras:
+    """What a full `ragtune eval` adds to a report: the arm specs, the freshness scenario, the latency sample."""
+
+    arms: Sequence[dict[str, Any]] | None = None
+    freshness: dict[str, Any] | None = None
+    latency: Sequence[LatencySample] | None = None
+
+
 def write_report(
     out_dir: Path,
     summary: dict[str, dict[str, Any]],
@@ -226,12 +290,12 @@ def write_report(
     meta: dict[str, Any],
     title: str = "ragtune eval",
     sections: dict[str, str] | None = None,
-    arms: Sequence[dict[str, Any]] | None = None,
-    freshness: dict[str, Any] | None = None,
+    extras: ReportExtras | None = None,
 ) -> tuple[Path, Path]:
     """Write report.json, report.md and report.html; returns the json and markdown paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    doc = build_report(summary, records, meta, title, arms, freshness)
+    x = extras or ReportExtras()
+    doc = build_report(summary, records, meta, title, x.arms, x.freshness, x.latency)
     json_path = out_dir / "report.json"
     json_path.write_text(json.dumps(doc, indent=2))
     md = render_markdown(doc, sections)

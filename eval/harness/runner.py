@@ -26,6 +26,7 @@ from ragtune.eval.harness.arms import arm as to_arm
 from ragtune.eval.harness.backends import Backend, InProcessBackend
 from ragtune.eval.harness.baselines import answer_baseline
 from ragtune.eval.harness.data import EvalItem
+from ragtune.eval.harness.latency import MIN_SAMPLES
 from ragtune.serving.pipeline import Pipeline
 
 # Metrics whose per-question value is 0/1 (McNemar applies) and those where lower is better.
@@ -307,8 +308,10 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def summarize(records: Sequence[Record]) -> dict[str, dict[str, Any]]:
-    """Per-arm figures; latency percentiles come from the single-request (unbatched) records."""
+def summarize(records: Sequence[Record], latency: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Per-arm figures. Latency comes from `latency` (the interleaved sample, eval/harness/latency.py)
+    where given, else from the single-request (unbatched) records; a percentile the sample size
+    cannot support (see MIN_SAMPLES) is None."""
     out: dict[str, dict[str, Any]] = {}
     for arm_name in dict.fromkeys(r.arm for r in records):
         rs = [r for r in records if r.arm == arm_name]
@@ -327,8 +330,9 @@ def summarize(records: Sequence[Record]) -> dict[str, dict[str, Any]]:
         }
         for name, field in (("", "total_ms"), ("ttft_", "ttft_ms"), ("retrieve_", "retrieve_ms")):
             vals = [getattr(r, field) for r in lat]
-            for q in (50, 95, 99):
-                s[f"{name}p{q}_ms"] = metrics.percentile(vals, q)
+            for q in MIN_SAMPLES:
+                s[f"{name}p{q}_ms"] = metrics.percentile(vals, q) if len(vals) >= MIN_SAMPLES[q] else None
+        s.update((latency or {}).get(arm_name, {}))
         s["throughput_qps"] = len(rs) / wall_s if wall_s > 0 else None
         s["prompt_tokens"] = _mean([float(r.prompt_tokens) for r in rs])
         s["completion_tokens"] = _mean([float(r.completion_tokens) for r in rs])

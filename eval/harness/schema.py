@@ -54,6 +54,19 @@ _TEST = {
     },
 }
 
+_RATIO = {
+    "type": "object",
+    "required": ["metric", "a", "b", "n", "ratio", "low", "high", "test", "p", "p_holm", "significant", "verdict"],
+    "properties": {
+        "n": {"type": "integer", "minimum": 2},
+        "ratio": {"type": "number", "exclusiveMinimum": 0},
+        "low": {"type": "number"},
+        "high": {"type": "number"},
+        "p": {"type": "number", "minimum": 0, "maximum": 1},
+        "p_holm": {"type": "number", "minimum": 0, "maximum": 1},
+    },
+}
+
 REPORT_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "ragtune eval report",
@@ -89,6 +102,16 @@ REPORT_SCHEMA: dict[str, Any] = {
         },
         "comparisons": {"type": "array", "items": _TEST},
         "freshness": {"type": ["object", "null"]},
+        "latency": {
+            "type": ["object", "null"],
+            "required": ["common_length", "n", "comparisons", "samples"],
+            "properties": {
+                "common_length": {"type": "number"},
+                "n": {"type": "integer", "minimum": 0},
+                "comparisons": {"type": "array", "items": _RATIO},
+                "samples": {"type": "array", "items": {"type": "object", "required": ["id", "arm", "slot", "e2e_ms"]}},
+            },
+        },
         "records": {"type": "array", "items": _RECORD},
     },
 }

@@ -8,15 +8,16 @@ from typing import Any
 
 from ragtune.core.config import Config
 from ragtune.core.errors import ConfigError
-from ragtune.eval.harness.arms import EvalSuite
+from ragtune.eval.harness.arms import ArmSpec, EvalSuite
 from ragtune.eval.harness.backends import Backend, InProcessBackend
 from ragtune.eval.harness.baselines import with_baselines
 from ragtune.eval.harness.data import EvalItem
 from ragtune.eval.harness.freshness import freshness_markdown, run_freshness
 from ragtune.eval.harness.labels import label_markdown, label_report
+from ragtune.eval.harness.latency import LatencySample, latency_items, run_latency, summarize_latency, timed_arms
 from ragtune.eval.harness.loaders import load_eval_set, seeded_sample
 from ragtune.eval.harness.manifest import adapter_hashes, dataset_hash, manifest
-from ragtune.eval.harness.report import write_report
+from ragtune.eval.harness.report import ReportExtras, write_report
 from ragtune.eval.harness.runner import (
     Journal,
     Record,
@@ -51,6 +52,31 @@ def baseline_sections(records: list[Record], notes: list[str]) -> dict[str, str]
     if labels is not None:
         sections["Label task"] = label_markdown(labels)
     return sections
+
+
+def latency_pass(
+    config: Config,
+    backend: Backend,
+    items: list[EvalItem],
+    arms: list[ArmSpec],
+    out_dir: Path,
+    seed: int,
+    pin: str | None,
+    progress: bool,
+) -> list[LatencySample]:
+    """The interleaved single-request sample (eval/harness/latency.py), kept in latency.jsonl: a resumed
+    run reuses a complete sample and redoes a partial one whole, so its pairs share one time window."""
+    n = config.eval.latency_samples
+    chosen = latency_items(items, None if n == "all" else n, seed)
+    path = out_dir / "latency.jsonl"
+    want = {(a.name, it.id) for a in timed_arms(arms) for it in chosen}
+    if path.is_file():
+        old = [LatencySample.model_validate_json(line) for line in path.read_text().splitlines() if line.strip()]
+        if {(s.arm, s.id) for s in old} == want:
+            return old
+    timed = run_latency(backend, chosen, arms, seed, pin, progress)
+    path.write_text("".join(s.model_dump_json() + "\n" for s in timed))
+    return timed
 
 
 def suite_items(suite: EvalSuite, seed: int) -> list[EvalItem]:
@@ -98,18 +124,18 @@ def evaluate(
     journal = Journal(out_dir / "records.jsonl")
     if fresh:
         journal.path.unlink(missing_ok=True)
-        for name in ("freshness-before.jsonl", "freshness-after.jsonl"):
+        for name in ("freshness-before.jsonl", "freshness-after.jsonl", "latency.jsonl"):
             (out_dir / name).unlink(missing_ok=True)
-    run = replace(
-        given, scoring=scoring, snapshot=suite.snapshot, journal=journal, latency_samples=config.eval.latency_samples
-    )
+    run = replace(given, scoring=scoring, snapshot=suite.snapshot, journal=journal, latency_samples=0)
     records = run_arms(backend, items, suite.arms, config, run)
     planned = len(items)
     finished = _finished_by_all(records, [a.name for a in suite.arms])
     if len(finished) < planned:
         records = [r for r in records if r.id in finished]
         items = [it for it in items if it.id in finished]
-    summary = summarize(records)
+    pin = next((r.snapshot for r in records if r.snapshot), suite.snapshot)
+    timed = latency_pass(config, backend, items, suite.arms, out_dir, seed, pin, progress)
+    summary = summarize(records, summarize_latency(timed))
     sections = baseline_sections(records, baseline_notes)
     fresh_doc: dict[str, Any] | None = None
     if suite.update is not None:
@@ -145,7 +171,6 @@ def evaluate(
         meta,
         title=title,
         sections=sections,
-        arms=[a.model_dump(mode="json") for a in suite.arms],
-        freshness=fresh_doc,
+        extras=ReportExtras([a.model_dump(mode="json") for a in suite.arms], fresh_doc, timed),
     )
     return EvalRun(json_path, md_path, records, summary)

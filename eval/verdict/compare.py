@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -58,10 +59,15 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 
 def arm_figures(
-    records: Sequence[Record], specs: Mapping[str, ArmSpec], seed: int, resamples: int = 2000
+    records: Sequence[Record],
+    specs: Mapping[str, ArmSpec],
+    seed: int,
+    resamples: int = 2000,
+    latency: dict[str, dict[str, Any]] | None = None,
 ) -> list[ArmFigures]:
-    """One entry per arm (extra seeds folded into their arm); latency from the first seed's records."""
-    summary = summarize(records)
+    """One entry per arm (extra seeds folded into their arm); latency from the interleaved sample
+    (`latency`, per arm) where given, else from the first seed's records."""
+    summary = summarize(records, latency)
     out: list[ArmFigures] = []
     for name in main_arms(records):
         s = summary[name]
@@ -77,7 +83,8 @@ def arm_figures(
                 quality=_quality(matrix, seed, resamples),
                 format=_estimate([r.format_ok for r in every_seed], seed),
                 p50_ms=float(s["p50_ms"] or 0.0),
-                p95_ms=float(s["p95_ms"] or 0.0),
+                p95_ms=s["p95_ms"],
+                latency_n=s.get("latency_n"),
                 tokens_per_s=1000 * sum(r.completion_tokens for r in lat) / gen_ms
                 if spec and not spec.baseline
                 else None,

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ragtune.eval.harness.labels import LabelReport
+from ragtune.eval.harness.latency import RatioTest
 
 # the non-inferiority margin per metric when `verdict.margin` is None: a cheaper arm may be this much
 # worse than the best and still be recommended (0.03 token F1 is about one answer in 33 lost)
@@ -32,7 +33,8 @@ class ArmFigures(BaseModel):
     quality: Estimate = Field(description="the primary answer metric, e.g. token F1")
     format: Estimate | None = None
     p50_ms: float
-    p95_ms: float
+    p95_ms: float | None = Field(None, description="None when the latency sample is too small for a p95")
+    latency_n: int | None = Field(None, description="requests the latency figures rest on")
     tokens_per_s: float | None = None
     prompt_tokens: float | None = None
     baseline: Literal["constant", "extractive"] | None = Field(None, description="a trivial baseline, not a setup")
@@ -113,6 +115,18 @@ class VerdictFigures(BaseModel):
     margin: float | None = Field(None, description="non-inferiority margin; None: the metric's default")
     hit_k: int | None = Field(None, description="the k of the arms' hit@k")
     labels: LabelReport | None = Field(None, description="a label task's accuracy, macro-F1 and confusion")
+    latency: list[RatioTest] = Field(
+        default_factory=list, description="paired latency ratios of the setups (eval/harness/latency.py)"
+    )
+
+    def speed(self, a: str, b: str) -> RatioTest | None:
+        """The latency ratio a / b on the same questions, flipped if it was measured as b / a."""
+        for t in self.latency:
+            if (t.a, t.b) == (a, b):
+                return t
+            if (t.a, t.b) == (b, a):
+                return t.flipped()
+        return None
 
     @property
     def effective_margin(self) -> float:

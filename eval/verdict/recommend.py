@@ -48,7 +48,6 @@ __all__ = [
 ]
 
 FORMAT_TOLERANCE = 0.05  # an arm this much less format-adherent is not an equal choice
-LATENCY_TOLERANCE = 0.10  # p50 latencies this close are a draw (run-to-run noise); set-up cost decides
 CURVE_NOISE = 0.02  # a learning-curve step smaller than this is flat whatever the seed spread
 LOW_HIT = 0.5  # below this share of questions with a gold document in the top k, retrieval comes first
 # what an arm needs before its first answer, least first; arms named by the user rank with ft
@@ -105,6 +104,15 @@ class _Writer:
     def margin(self) -> str:
         source = "verdict.margin" if self.f.margin is not None else f"default for {self.f.metric}"
         return self.book.cite("non-inferiority margin", f"{self.f.effective_margin:.3f} ({source})")
+
+    def speed(self, a: str, b: str) -> str:
+        """a's latency as a multiple of b's on the same questions, cited with its interval."""
+        t = self.f.speed(a, b)
+        if t is None:
+            return f"no paired latency comparison of {a} and {b}"
+        value = f"{t.ratio:.2f}x (95% CI {t.low:.2f}–{t.high:.2f}, n={t.n}, Holm p={t.p_holm:.3g})"
+        ref = self.book.cite(f"{a} / {b} latency ratio", value)
+        return f"{t.ratio:.2f}x the latency of {b} on the same questions (95% CI {t.low:.2f}–{t.high:.2f}) {ref}"
 
     def say(self, sentence: str) -> None:
         self.sentences.append(sentence)
@@ -250,21 +258,23 @@ def _keeps_format(a: ArmFigures, than: ArmFigures) -> bool:
     return a.format.mean >= than.format.mean - FORMAT_TOLERANCE
 
 
-def _faster(a: ArmFigures, than: ArmFigures) -> bool:
-    """a's p50 latency is lower than `than`'s by more than run-to-run noise."""
-    return a.p50_ms * (1 + LATENCY_TOLERANCE) < than.p50_ms
+def _faster(figs: VerdictFigures, a: ArmFigures, than: ArmFigures) -> bool:
+    """a is faster than `than` on the same questions: the 95% interval of their latency ratio lies below 1.
+    Without a paired comparison (or with an interval containing 1) the two are a draw."""
+    t = figs.speed(a.arm, than.arm)
+    return t is not None and t.high < 1.0
 
 
-def _cheaper(a: ArmFigures, than: ArmFigures) -> bool:
-    """a is faster beyond noise, or not slower beyond noise and needs less set-up."""
-    return _faster(a, than) or (not _faster(than, a) and _setup_rank(a.arm) < _setup_rank(than.arm))
+def _cheaper(figs: VerdictFigures, a: ArmFigures, than: ArmFigures) -> bool:
+    """a is shown faster, or not shown slower and needs less set-up."""
+    return _faster(figs, a, than) or (not _faster(figs, than, a) and _setup_rank(a.arm) < _setup_rank(than.arm))
 
 
-def _cheapest(cands: Sequence[ArmFigures]) -> ArmFigures:
-    """The lowest p50 latency; latencies within LATENCY_TOLERANCE of it are a draw, which the arm
-    needing the least set-up wins."""
-    fastest = min(a.p50_ms for a in cands)
-    near = [a for a in cands if a.p50_ms <= fastest * (1 + LATENCY_TOLERANCE)]
+def _cheapest(figs: VerdictFigures, cands: Sequence[ArmFigures]) -> ArmFigures:
+    """The lowest p50 latency and every arm not shown slower than it (a draw), which the arm needing
+    the least set-up wins."""
+    fastest = min(cands, key=lambda a: a.p50_ms)
+    near = [a for a in cands if a is fastest or not _faster(figs, fastest, a)]
     return min(near, key=lambda a: (_setup_rank(a.arm), a.p50_ms))
 
 
@@ -277,16 +287,11 @@ def _non_inferior(figs: VerdictFigures, a: ArmFigures, best: ArmFigures) -> Comp
 
 
 def _say_non_inferior(w: _Writer, choice: ArmFigures, best: ArmFigures, c: Comparison) -> None:
-    c_lat = w.book.cite(f"{choice.arm} p50 latency", f"{choice.p50_ms:.0f} ms")
-    b_lat = w.book.cite(f"{best.arm} p50 latency", f"{best.p50_ms:.0f} ms")
     m = w.f.effective_margin
-    if _faster(choice, best):
-        why = f"it is cheaper to run, {choice.p50_ms:.0f} ms p50 {c_lat} against {best.p50_ms:.0f} ms {b_lat}"
+    if _faster(w.f, choice, best):
+        why = f"it is cheaper to run, {w.speed(choice.arm, best.arm)}"
     else:
-        why = (
-            f"it needs less set-up than {best.arm} at a p50 latency within {LATENCY_TOLERANCE:.0%} "
-            f"({choice.p50_ms:.0f} ms {c_lat} against {best.p50_ms:.0f} ms {b_lat})"
-        )
+        why = f"it needs less set-up than {best.arm} at a latency not shown to differ ({w.speed(choice.arm, best.arm)})"
     assert c.lo is not None
     w.say(
         f"{choice.arm} is the recommendation: {why}, and it is no worse than {best.arm} by more than the margin "
@@ -313,9 +318,9 @@ def _say_undecided(w: _Writer, a: ArmFigures, best: ArmFigures, c: Comparison) -
 def _choose(w: _Writer, best: ArmFigures, fit: Sequence[ArmFigures]) -> ArmFigures:
     """The cheapest fit setup shown no worse than the best by more than the margin, else the best."""
     figs = w.f
-    cheaper = [a for a in fit if a.arm != best.arm and _cheaper(a, best)]
+    cheaper = [a for a in fit if a.arm != best.arm and _cheaper(w.f, a, best)]
     ok = [a for a in cheaper if _keeps_format(a, best) and _non_inferior(figs, a, best)]
-    choice = _cheapest([best, *ok])
+    choice = _cheapest(w.f, [best, *ok])
     if choice.arm != best.arm:
         c = _non_inferior(figs, choice, best)
         assert c is not None
@@ -323,7 +328,7 @@ def _choose(w: _Writer, best: ArmFigures, fit: Sequence[ArmFigures]) -> ArmFigur
     for a in cheaper:
         c = figs.comparison(a.arm, best.arm, figs.metric)
         undecided = c is not None and c.lo is not None and not c.significant and c.lo < -figs.effective_margin
-        if undecided and c is not None and _cheaper(a, choice) and _keeps_format(a, best):
+        if undecided and c is not None and _cheaper(w.f, a, choice) and _keeps_format(a, best):
             _say_undecided(w, a, best, c)
     return choice
 
@@ -333,7 +338,7 @@ def _format_kept(w: _Writer, choice: ArmFigures, fit: Sequence[ArmFigures]) -> N
     for other in fit:
         if other.arm == choice.arm or choice.format is None or other.format is None:
             continue
-        if _cheaper(other, choice) and not _keeps_format(other, choice) and _non_inferior(w.f, other, choice):
+        if _cheaper(w.f, other, choice) and not _keeps_format(other, choice) and _non_inferior(w.f, other, choice):
             w.say(
                 f"It is chosen over {other.arm}, which is as accurate within the margin {w.margin()} and cheaper to "
                 f"run or set up, because {other.arm} follows the house format in {other.format.mean:.0%} of answers "
@@ -372,12 +377,13 @@ def _latency(w: _Writer, choice: ArmFigures) -> None:
     if fastest.arm == choice.arm:
         w.say(f"It is also the fastest setup at {choice.p50_ms:.0f} ms p50 {c50}.")
         return
-    f50 = w.book.cite(f"{fastest.arm} p50 latency", f"{fastest.p50_ms:.0f} ms")
-    ratio = choice.p50_ms / fastest.p50_ms if fastest.p50_ms > 0 else float("inf")
-    w.say(
-        f"It costs {ratio:.2f}x the latency of the fastest setup, {fastest.arm}: "
-        f"{choice.p50_ms:.0f} ms against {fastest.p50_ms:.0f} ms p50 {c50} {f50}."
-    )
+    if _faster(w.f, fastest, choice):
+        w.say(f"It is slower than the fastest setup, {fastest.arm}: {w.speed(choice.arm, fastest.arm)}.")
+    else:
+        w.say(
+            f"Its latency is not shown to differ from the fastest setup's, {fastest.arm} "
+            f"({w.speed(choice.arm, fastest.arm)}; a draw while the interval contains 1), at {c50} p50."
+        )
 
 
 def _update(w: _Writer) -> None:

@@ -135,17 +135,42 @@ def _seed_table(f: VerdictFigures) -> Table | None:
     return title, ["arm", "seeds", f"{f.metric} per seed", "min–max", "spread"], rows
 
 
+def _p95(a: ArmFigures) -> str:
+    """p95, or why there is none: its sample was too small (see eval/harness/latency.py)."""
+    if a.p95_ms is not None:
+        return f"{a.p95_ms:.0f}"
+    return "–" if a.latency_n is None else f"n/a (n={a.latency_n})"
+
+
 def _cost_tables(f: VerdictFigures) -> list[Table]:
     tables: list[Table] = [
         (
             "Inference cost",
             ["arm", "p50 ms", "p95 ms", "tokens/s", "prompt tokens/answer"],
             [
-                [a.arm, _f(a.p50_ms, ".0f"), _f(a.p95_ms, ".0f"), _f(a.tokens_per_s, ".1f"), _f(a.prompt_tokens, ".0f")]
+                [a.arm, _f(a.p50_ms, ".0f"), _p95(a), _f(a.tokens_per_s, ".1f"), _f(a.prompt_tokens, ".0f")]
                 for a in f.setups
             ],
         )
     ]
+    if f.latency:
+        tables.append(
+            (
+                "Latency ratios (same questions, interleaved; end to end at equal output length)",
+                ["arms", "n", "ratio a/b", "95% CI", "Holm p", "verdict"],
+                [
+                    [
+                        f"{t.a} / {t.b}",
+                        str(t.n),
+                        f"{t.ratio:.2f}",
+                        f"{t.low:.2f}–{t.high:.2f}",
+                        f"{t.p_holm:.3g}",
+                        t.verdict,
+                    ]
+                    for t in f.latency
+                ],
+            )
+        )
     if f.update:
         tables.append(
             (

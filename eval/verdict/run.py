@@ -20,9 +20,18 @@ from ragtune.core.adapters import read_card
 from ragtune.core.config import Config
 from ragtune.core.errors import DataError
 from ragtune.eval.harness.arms import ArmSpec, arm
+from ragtune.eval.harness.backends import InProcessBackend
 from ragtune.eval.harness.baselines import baseline_arms, majority_answer
 from ragtune.eval.harness.data import EvalItem, evenly_spaced
 from ragtune.eval.harness.labels import label_report
+from ragtune.eval.harness.latency import (
+    COMPARED,
+    LatencySample,
+    compare_latency,
+    latency_items,
+    run_latency,
+    summarize_latency,
+)
 from ragtune.eval.harness.report import manifest
 from ragtune.eval.harness.runner import Record, RunSettings, Scoring, run_arms
 from ragtune.eval.verdict.answers import collect, disagreements
@@ -31,7 +40,7 @@ from ragtune.eval.verdict.inputs import VerdictData
 from ragtune.eval.verdict.learning_curve import CURVE_ARMS, curve_points, nested_subsets
 from ragtune.eval.verdict.recommend import CurvePoint, SetupCost, UpdateCost, VerdictFigures, recommend
 from ragtune.eval.verdict.report import VerdictResult, write_verdict
-from ragtune.eval.verdict.seeds import seed_arm
+from ragtune.eval.verdict.seeds import base_arm, seed_arm
 from ragtune.eval.verdict.update_cost import absorb_update
 from ragtune.retrieval.index import Index
 from ragtune.serving.pipeline import Pipeline
@@ -230,17 +239,35 @@ def _index(config: Config, data: VerdictData, console: Console) -> tuple[Index, 
     return index, index_build_s, notes
 
 
-def _figures(config: Config, records: list[Record], arms: Sequence[ArmSpec], scoring: Scoring) -> VerdictFigures:
-    """Per-arm figures and the paired comparisons (seeds folded in, baselines in the family)."""
-    seed, resamples = config.generation.seed, config.eval.bootstrap_resamples
+def _timed(
+    config: Config, pipeline: Pipeline, items: Sequence[EvalItem], arms: Sequence[ArmSpec], snapshot: str | None
+) -> list[LatencySample]:
+    """The interleaved paired latency sample of the setups (first training seed only)."""
+    n, seed = config.eval.latency_samples, config.generation.seed
+    chosen = latency_items(items, None if n == "all" else n, seed)
+    mains = [a for a in arms if base_arm(a.name) == a.name]
+    return run_latency(InProcessBackend(pipeline), chosen, mains, seed, snapshot, progress=True)
+
+
+def _figures(
+    config: Config,
+    records: list[Record],
+    arms: Sequence[ArmSpec],
+    scoring: Scoring,
+    timed: Sequence[LatencySample] = (),
+) -> VerdictFigures:
+    """Per-arm figures and the paired comparisons (seeds folded in, baselines in the family), and the
+    paired latency ratios the speed sentences cite."""
+    seed, resamples, alpha = config.generation.seed, config.eval.bootstrap_resamples, config.eval.alpha
     mains = main_arms(records)
     return VerdictFigures(
         metric=METRIC,
-        arms=arm_figures(records, {a.name: a for a in arms}, seed, resamples),
-        comparisons=comparisons(records, METRIC, seed, config.eval.alpha, resamples),
+        arms=arm_figures(records, {a.name: a for a in arms}, seed, resamples, summarize_latency(timed)),
+        comparisons=comparisons(records, METRIC, seed, alpha, resamples),
         margin=config.verdict.margin,
         hit_k=scoring.hit_k,
         labels=label_report(records, mains),
+        latency=compare_latency(timed, COMPARED, resamples, seed, alpha),
     )
 
 
@@ -279,7 +306,11 @@ def run_verdict(config: Config, data: VerdictData, out: Path, console: Console |
 
     console.rule("3. evaluate every arm (and the trivial baselines) on the same questions and snapshot")
     items = evenly_spaced(data.items, vc.eval_limit)
-    records = run_arms(pipeline, items, arms, config, RunSettings(scoring=scoring, snapshot=snapshot))
+    records = run_arms(
+        pipeline, items, arms, config, RunSettings(scoring=scoring, snapshot=snapshot, latency_samples=0)
+    )
+    console.rule("latency: every setup on the same questions, one request at a time, interleaved")
+    timed = _timed(config, pipeline, items, arms, snapshot)
 
     console.rule("4. learning curve")
     curve = _run_curve(pipeline, config, items, records, subsets, adapters, scoring, snapshot)
@@ -301,7 +332,7 @@ def run_verdict(config: Config, data: VerdictData, out: Path, console: Console |
         )
     if vc.seeds > 1:
         notes.append(f"ft and hybrid trained with seeds {config.tuning.seed}..{config.tuning.seed + vc.seeds - 1}")
-    figs = _figures(config, records, arms, scoring).model_copy(
+    figs = _figures(config, records, arms, scoring, timed).model_copy(
         update={
             "update": update,
             "setup": SetupCost(
