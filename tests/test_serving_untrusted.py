@@ -125,8 +125,9 @@ _METADATA = {f"k{j}": [f"v{j}-{i}" for i in range(8)] for j in range(32)}
 
 @pytest.mark.slow
 def test_a_worst_case_filter_holds_up_only_its_own_request(serving_pipeline):
-    """A request with the costliest filter runs beside plain rag requests; the plain ones' latency is
-    compared with their own latency alone, measured just before (a ratio, generous)."""
+    """A request with the costliest filter runs beside plain rag requests. Had its filter held the model
+    thread, no plain request queued behind it could finish before it did; here several finish while it
+    is still evaluating (an order of events, not a timing bound, so a loaded machine cannot fail it)."""
     pipeline = serving_pipeline(own_index=True)
     docs = [Document(id=f"m{i}", text="The Zorblat lamp is mauve.", metadata=_METADATA) for i in range(3000)]
     pipeline.index.upsert(docs, progress=False)  # one text: embedded once
@@ -140,15 +141,23 @@ def test_a_worst_case_filter_holds_up_only_its_own_request(serving_pipeline):
 
     timed()  # warm
     alone = statistics.median(timed() for _ in range(5))
+    finished: dict[str, float] = {}
+
+    def costly_request() -> None:
+        assert c.post("/v1/answer", json={**plain, "filters": _worst_filter()}).status_code == 200
+        finished["costly"] = time.perf_counter()
+
     started = time.perf_counter()
-    costly = threading.Thread(target=lambda: c.post("/v1/answer", json={**plain, "filters": _worst_filter()}))
+    costly = threading.Thread(target=costly_request)
     costly.start()
     time.sleep(0.05)
-    beside = [timed()]
-    while costly.is_alive() or len(beside) < 3:
-        beside.append(timed())
+    plain_done: list[float] = []
+    while costly.is_alive():
+        timed()
+        plain_done.append(time.perf_counter())
     costly.join(timeout=120)
-    filter_time = time.perf_counter() - started
-    note = f"alone {alone:.3f} s, beside {[round(b, 3) for b in beside]}, filter request {filter_time:.2f} s"
-    assert filter_time > 8 * alone, note  # costly enough that waiting for it would fail the next line
-    assert max(beside) < 4 * alone, note
+    filter_time = finished["costly"] - started
+    during = sum(t < finished["costly"] for t in plain_done)
+    note = f"alone {alone:.3f} s, filter request {filter_time:.2f} s, plain requests done during it {during}"
+    assert filter_time > 8 * alone, note  # costly enough that plain requests queued behind it would show
+    assert during >= 3, note

@@ -20,6 +20,9 @@ from ragtune.tuning.data import Example
 from ragtune.tuning.encode import encode_examples
 from ragtune.tuning.loss import AnswerLossTrainer, answer_head, answer_token_loss
 
+# trains or loads the language model (in process or in a subprocess): not in `make test-fast`
+pytestmark = pytest.mark.model
+
 
 def _rows(tok: Any, n: int = 4) -> list[dict[str, list[int]]]:
     examples = [
@@ -231,9 +234,6 @@ def test_gradient_checkpointing_auto_turns_on_for_the_default_ft100_batch(model_
 _HEAP_PROBE = """
 import os, sys, torch
 from pathlib import Path
-
-# trains or loads the language model (in process or in a subprocess): not in `make test-fast`
-pytestmark = pytest.mark.model
 
 
 def rss_mb():
