@@ -52,7 +52,7 @@ def postgres(root: Path, name: str, uri: str) -> Target:
     with psycopg.connect(uri, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {db}")
     dsn = uri.replace("/postgres?", f"/{db}?")
-    ws = root / name / "ws"
+    ws = root / "postgres" / name / "ws"  # beside the embedded rounds' folders of the same names
     ws.mkdir(parents=True)
     env = {"RAGTUNE_RETRIEVAL__BACKEND": "postgres", "RAGTUNE_RETRIEVAL__DSN": dsn}
     return Target(ws, env, lambda: PgIndex(dsn))
@@ -83,6 +83,7 @@ def main() -> None:
         if args.postgres and not args.quick:
             import pgserver
 
+            print(f"embedded rounds done in {time.monotonic() - t0:.0f} s; now PostgreSQL", file=sys.stderr)
             server = pgserver.get_server(root / "pg", cleanup_mode="stop")
             try:
                 results["postgres"] = run_backend(lambda n: postgres(root, n, server.get_uri()), (5, 5, 3), rng)
