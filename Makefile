@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml $(LOCK)
 demo: install
 	$(VENV)/bin/ragtune demo
 
-# Locally the long model tests (marked slow) are left out to keep the run near 5 minutes on 2 cores;
+# Locally the long model tests (marked slow) are left out to keep the run under 6 minutes on 2 cores;
 # with CI set (as .ci/run does) everything runs. PYTEST_ARGS adds flags (e.g. -x, -k NAME).
 TEST_MARKS := $(if $(CI),,-m "not slow")
 
