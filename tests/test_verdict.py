@@ -7,13 +7,12 @@ import json
 import os
 import re
 import shutil
-from itertools import combinations
 from pathlib import Path
 
 import pytest
+from verdict_speed import recommend, with_speed
 
 from ragtune.eval.harness.latency import RatioTest
-from ragtune.eval.verdict.figures import Recommendation
 from ragtune.eval.verdict.learning_curve import nested_subsets
 from ragtune.eval.verdict.recommend import (
     ArmFigures,
@@ -25,23 +24,6 @@ from ragtune.eval.verdict.recommend import (
 )
 from ragtune.eval.verdict.recommend import recommend as _recommend
 from ragtune.eval.verdict.report import VerdictResult, write_verdict
-
-
-def with_speed(figs: VerdictFigures, half: float = 0.05) -> VerdictFigures:
-    """Paired latency ratios of every pair of setups from their p50s, each with a +-5% interval (about
-    what a 32-question interleaved sample gives): the verdict reads speed from these, not from p50s."""
-    tests = [
-        RatioTest(
-            metric="e2e_equal_ms", a=a.arm, b=b.arm, n=32, ratio=r, low=r * (1 - half), high=r * (1 + half), p=0.5
-        )
-        for a, b in combinations(figs.setups, 2)
-        for r in [a.p50_ms / b.p50_ms]
-    ]
-    return figs.model_copy(update={"latency": tests})
-
-
-def recommend(figs: VerdictFigures) -> Recommendation:
-    return _recommend(with_speed(figs))
 
 
 def _arm(name: str, q: float, fmt: float, p50: float) -> ArmFigures:

@@ -5,40 +5,20 @@ labels agree with the significance calls (checked on the statistics of real scor
 from __future__ import annotations
 
 import re
-from itertools import combinations
 
 import numpy as np
+from verdict_speed import recommend
 
-from ragtune.eval.harness.latency import RatioTest
 from ragtune.eval.verdict.figures import (
     ArmFigures,
     Comparison,
     CurvePoint,
     Estimate,
-    Recommendation,
     VerdictFigures,
 )
 from ragtune.eval.verdict.recommend import questions_to_decide
-from ragtune.eval.verdict.recommend import recommend as _recommend
 from ragtune.eval.verdict.report import VerdictResult, comparison_verdict, render_markdown
 from ragtune.eval.verdict.seeds import seeded_bootstrap
-
-
-def with_speed(figs: VerdictFigures, half: float = 0.05) -> VerdictFigures:
-    """Paired latency ratios of every pair of setups from their p50s, each with a +-5% interval (about
-    what a 32-question interleaved sample gives): the verdict reads speed from these, not from p50s."""
-    tests = [
-        RatioTest(
-            metric="e2e_equal_ms", a=a.arm, b=b.arm, n=32, ratio=r, low=r * (1 - half), high=r * (1 + half), p=0.5
-        )
-        for a, b in combinations(figs.setups, 2)
-        for r in [a.p50_ms / b.p50_ms]
-    ]
-    return figs.model_copy(update={"latency": tests})
-
-
-def recommend(figs: VerdictFigures) -> Recommendation:
-    return _recommend(with_speed(figs))
 
 
 def _arm(name: str, q: float, p50: float = 1000, baseline: str | None = None, **kw) -> ArmFigures:
