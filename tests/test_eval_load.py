@@ -183,3 +183,16 @@ def test_report_has_the_load_section_and_plot(tmp_path: Path, config) -> None:
     md = md_path.read_text()
     assert "## Under load" in md and md.count("| rag |") >= 2 and LOAD_PLOT in md
     assert (tmp_path / LOAD_PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_load_is_off_by_default_and_levels_are_checked(config) -> None:
+    from pydantic import ValidationError
+
+    from ragtune.core.config import load_config
+    from ragtune.eval.harness.arms import EvalSuite, arm
+
+    assert config.verdict.load_levels is None and config.eval.load_requests == 20
+    assert EvalSuite(arms=[arm("rag")]).load is None
+    assert load_config(environ={}, overrides={"verdict": {"load_levels": [1, 2]}}).verdict.load_levels == [1, 2]
+    with pytest.raises(ValidationError):
+        EvalSuite(arms=[arm("rag")], load=[0])
