@@ -24,6 +24,7 @@ from ragtune.eval.harness.load import (
     closed_loop,
     load_doc,
     load_markdown,
+    loadable,
     openai_model,
     parse_levels,
     requests_for,
@@ -115,9 +116,15 @@ def test_failed_requests_are_counted_not_timed() -> None:
 
 def test_every_arm_every_level_with_a_warm_up() -> None:
     server = FakeServer(capacity=4)
-    table, _ = run_load(server, ["q"], [*ARMS, ArmSpec(name="constant", mode="base", baseline="constant")], [1, 2])
-    assert [(r.arm, r.level) for r in table] == [("rag", 1), ("rag", 2), ("ft", 1), ("ft", 2)]  # no baseline
+    baseline = ArmSpec(name="constant", mode="base", baseline="constant")
+    few_shot = ArmSpec(name="few-shot", mode="base", system_prompt="Examples: ...")
+    table, _ = run_load(server, ["q"], [*ARMS, baseline, few_shot], [1, 2])
+    assert [(r.arm, r.level) for r in table] == [("rag", 1), ("rag", 2), ("ft", 1), ("ft", 2)]
     assert server.calls == sum(r.n for r in table) + 2  # one uncounted warm-up per arm
+    assert loadable([*ARMS, baseline, few_shot])[1] == ["few-shot"]  # the baseline is not timed at all
+    assert "Not run under load (server-side settings no request can carry): few-shot" in load_markdown(
+        load_doc(table, 20, "fake", ["few-shot"])
+    )
 
 
 def test_requests_per_level_and_level_parsing() -> None:
@@ -196,3 +203,52 @@ def test_load_is_off_by_default_and_levels_are_checked(config) -> None:
     assert load_config(environ={}, overrides={"verdict": {"load_levels": [1, 2]}}).verdict.load_levels == [1, 2]
     with pytest.raises(ValidationError):
         EvalSuite(arms=[arm("rag")], load=[0])
+
+
+# --- model-backed: the real serving path --------------------------------------------------------
+
+QUESTIONS = ["What does the Zorblat Basic plan cost?", "On which day does Zorblat support answer?"]
+
+
+def test_eval_load_in_process_goes_through_the_served_pipeline(serving_pipeline, tmp_path: Path) -> None:
+    """`ragtune eval --load 1,2` in-process: the pipeline served on loopback, both arms at both levels,
+    the counts adding up in report.json, report.md and load.png."""
+    from ragtune.eval.harness.arms import EvalSuite
+    from ragtune.eval.harness.backends import InProcessBackend
+    from ragtune.eval.harness.data import EvalItem
+    from ragtune.eval.harness.runner import RunSettings
+    from ragtune.eval.harness.session import evaluate
+
+    pipeline = serving_pipeline()
+    cfg = pipeline.config.model_copy(
+        update={"eval": pipeline.config.eval.model_copy(update={"latency_samples": 1, "load_requests": 2})}
+    )
+    arms = {"rag": {"top_k": 1, "max_new_tokens": 4}, "ft": {"adapter": "tiny", "max_new_tokens": 4}}
+    suite = EvalSuite.model_validate({"arms": arms, "load": [2, 1]})
+    items = [EvalItem(id=str(i), question=q, answers=["x"]) for i, q in enumerate(QUESTIONS)]
+    run = evaluate(cfg, suite, InProcessBackend(pipeline), tmp_path, items=items, settings=RunSettings(progress=False))
+    doc = json.loads(run.json_path.read_text())
+    jsonschema.validate(doc, REPORT_SCHEMA)
+    rows = doc["load"]["levels"]
+    assert [(r["arm"], r["level"]) for r in rows] == [("rag", 1), ("rag", 2), ("ft", 1), ("ft", 2)]
+    for r in rows:
+        assert r["n"] + r["errors"] == requests_for(r["level"], 2) and r["errors"] == 0
+        assert r["requests_per_s"] > 0 and r["tokens_per_s"] > 0
+        assert 0 < r["ttft_p50_ms"] <= r["e2e_p50_ms"] and r["e2e_p95_ms"] is None  # n < 20: no p95
+    assert "served locally" in doc["load"]["target"]
+    md = run.md_path.read_text()
+    assert "## Under load" in md and md.count("| ft | ") >= 2 and "n/a (n=" in md
+    assert (tmp_path / LOAD_PLOT).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_openai_streaming_load_against_a_live_server(serving_pipeline, live_server) -> None:
+    """`--endpoint URL --load-api openai`: concurrent streamed chat completions to a real server."""
+    from ragtune.serving.app import create_app
+
+    app = create_app(serving_pipeline())
+    arm = ArmSpec(name="ft", mode="ft", adapter="tiny", max_new_tokens=4)
+    with live_server(app) as url:
+        table, samples = run_load(HttpLoadTarget(url, api="openai"), QUESTIONS, [arm], [2], requests=4)
+    assert len(table) == 1 and table[0].n == 4 and table[0].errors == 0
+    assert all(s.output_tokens >= 1 and 0 < (s.ttft_ms or 0) <= (s.e2e_ms or 0) for s in samples)
+    assert app.state.scheduler.stats.rows == 5  # the warm-up and four load requests, all through the scheduler

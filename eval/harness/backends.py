@@ -88,9 +88,14 @@ SERVER_SIDE = (
 )
 
 
+def server_side(arm: ArmSpec) -> bool:
+    """The arm sets something only the server's config decides, so no API request can ask for it."""
+    return any(getattr(arm, key) is not None for key in SERVER_SIDE)
+
+
 def api_body(question: str, arm: ArmSpec, snapshot: str | None) -> dict[str, Any]:
     """The `POST /v1/answer` body asking `question` as `arm`; refuses arm settings the API cannot carry."""
-    if any(getattr(arm, key) is not None for key in SERVER_SIDE):
+    if server_side(arm):
         raise RagtuneError(
             f"arm '{arm.name}': {', '.join(SERVER_SIDE)} are server settings and cannot be set through the API"
         )

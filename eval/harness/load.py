@@ -27,7 +27,7 @@ from pydantic import BaseModel
 
 from ragtune.core.errors import ConfigError, RagtuneError
 from ragtune.eval.harness.arms import ArmSpec
-from ragtune.eval.harness.backends import Api, api_body
+from ragtune.eval.harness.backends import Api, api_body, server_side
 from ragtune.eval.harness.latency import percentile, timed_arms
 from ragtune.serving.contracts import AnswerPipeline
 
@@ -118,7 +118,7 @@ async def closed_loop(
             i, next_i = next_i, next_i + 1  # no await in between: one coroutine at a time takes an index
             try:
                 shot = await target.send(questions[i % len(questions)], arm, snapshot)
-            except (RagtuneError, httpx.HTTPError) as exc:
+            except (RagtuneError, httpx.HTTPError, ValueError, KeyError) as exc:
                 out.append(LoadSample(arm=arm.name, level=level, error=str(exc)[:200]))
                 continue
             out.append(sample_of_shot(shot, arm.name, level))
@@ -170,6 +170,13 @@ async def _run_all(
     return table, samples
 
 
+def loadable(arms: Sequence[ArmSpec]) -> tuple[list[ArmSpec], list[str]]:
+    """The timed arms a request to a server can ask for, and the names of those it cannot (an arm with
+    its own system prompt, search mode, sampling or generator is a different server configuration)."""
+    timed = timed_arms(arms)
+    return [a for a in timed if not server_side(a)], [a.name for a in timed if server_side(a)]
+
+
 def run_load(
     target: LoadTarget,
     questions: Sequence[str],
@@ -178,8 +185,8 @@ def run_load(
     requests: int = 20,
     snapshot: str | None = None,
 ) -> tuple[list[LoadLevel], list[LoadSample]]:
-    """Every timed arm at every level in turn (arms one after another, never mixed within a level)."""
-    chosen = timed_arms(arms)
+    """Every loadable arm at every level in turn (arms one after another, never mixed within a level)."""
+    chosen, _ = loadable(arms)
     if not questions or not chosen or not levels:
         return [], []
     return asyncio.run(_run_all(target, questions, chosen, sorted(set(levels)), requests, snapshot))
@@ -331,9 +338,11 @@ LOAD_COLUMNS = [
 LOAD_HEADER = ["arm", "level", "n", "errors", "requests/s", "output tokens/s", *(c[1] for c in LOAD_COLUMNS)]
 
 
-def load_doc(table: Sequence[LoadLevel], requests: int, target: str) -> dict[str, Any]:
-    """report.json's `load`: one row per (arm, level), with how the levels were driven."""
-    return {"requests": requests, "target": target, "levels": [row.model_dump() for row in table]}
+def load_doc(table: Sequence[LoadLevel], requests: int, target: str, skipped: Sequence[str] = ()) -> dict[str, Any]:
+    """report.json's `load`: one row per (arm, level), with how the levels were driven and which arms
+    could not be (see `loadable`)."""
+    rows = [row.model_dump() for row in table]
+    return {"requests": requests, "target": target, "levels": rows, "skipped": list(skipped)}
 
 
 def load_rows(doc: dict[str, Any]) -> list[list[str]]:
@@ -356,4 +365,6 @@ def load_markdown(doc: dict[str, Any], plot: str | None = None) -> str:
         "(whole rounds of c). Throughput over the level's wall time; latency in ms as the client saw it."
     )
     tail = [f"Latency p50 against throughput per arm: {plot}"] if plot else []
+    if doc.get("skipped"):
+        tail.append(f"Not run under load (server-side settings no request can carry): {', '.join(doc['skipped'])}")
     return "\n".join([intro, "", head, sep, *body, "", *tail]).rstrip()

@@ -17,7 +17,7 @@ from ragtune.eval.harness.data import EvalItem
 from ragtune.eval.harness.freshness import freshness_markdown, run_freshness
 from ragtune.eval.harness.labels import label_markdown, label_report
 from ragtune.eval.harness.latency import LatencySample, latency_items, run_latency, summarize_latency, timed_arms
-from ragtune.eval.harness.load import HttpLoadTarget, LoadTarget, load_doc, run_load, serve_locally
+from ragtune.eval.harness.load import HttpLoadTarget, LoadTarget, load_doc, loadable, run_load, serve_locally
 from ragtune.eval.harness.loaders import load_eval_set, seeded_sample
 from ragtune.eval.harness.manifest import adapter_hashes, dataset_hash, manifest
 from ragtune.eval.harness.report import ReportExtras, write_report
@@ -103,7 +103,7 @@ def load_pass(
     requests = config.eval.load_requests
     with load_target(backend) as (target, where):
         table, _ = run_load(target, [it.question for it in items], arms, levels, requests, pin)
-    return load_doc(table, requests, where)
+    return load_doc(table, requests, where, loadable(arms)[1])
 
 
 def suite_items(suite: EvalSuite, seed: int) -> list[EvalItem]:

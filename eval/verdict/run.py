@@ -32,7 +32,7 @@ from ragtune.eval.harness.latency import (
     run_latency,
     summarize_latency,
 )
-from ragtune.eval.harness.load import HttpLoadTarget, LoadLevel, run_load, serve_locally
+from ragtune.eval.harness.load import HttpLoadTarget, LoadLevel, loadable, run_load, serve_locally
 from ragtune.eval.harness.report import manifest
 from ragtune.eval.harness.runner import Record, RunSettings, Scoring, run_arms
 from ragtune.eval.verdict.answers import collect, disagreements
@@ -252,14 +252,16 @@ def _timed(
 
 def _loaded(
     config: Config, pipeline: Pipeline, items: Sequence[EvalItem], arms: Sequence[ArmSpec], snapshot: str | None
-) -> list[LoadLevel]:
-    """The setups at `verdict.load_levels`, closed loop through the pipeline served on loopback."""
+) -> tuple[list[LoadLevel], list[str]]:
+    """The setups at `verdict.load_levels`, closed loop through the pipeline served on loopback; and a
+    note naming the setups a request cannot ask for (few-shot's own system prompt)."""
     levels = config.verdict.load_levels or []
-    mains = [a for a in arms if base_arm(a.name) == a.name]
+    mains, skipped = loadable([a for a in arms if base_arm(a.name) == a.name])
     with serve_locally(pipeline) as url:
         questions = [it.question for it in items]
         table, _ = run_load(HttpLoadTarget(url), questions, mains, levels, config.eval.load_requests, snapshot)
-    return table
+    note = f"not run under load (server-side settings no request can carry): {', '.join(skipped)}"
+    return table, [note] if skipped else []
 
 
 def _figures(
@@ -327,7 +329,8 @@ def run_verdict(config: Config, data: VerdictData, out: Path, console: Console |
     loaded: list[LoadLevel] = []
     if vc.load_levels:
         console.rule(f"under load: every setup at concurrency {', '.join(map(str, vc.load_levels))}, closed loop")
-        loaded = _loaded(config, pipeline, items, arms, snapshot)
+        loaded, load_notes = _loaded(config, pipeline, items, arms, snapshot)
+        notes += load_notes
 
     console.rule("4. learning curve")
     curve = _run_curve(pipeline, config, items, records, subsets, adapters, scoring, snapshot)
