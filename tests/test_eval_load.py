@@ -252,3 +252,15 @@ def test_openai_streaming_load_against_a_live_server(serving_pipeline, live_serv
     assert len(table) == 1 and table[0].n == 4 and table[0].errors == 0
     assert all(s.output_tokens >= 1 and 0 < (s.ttft_ms or 0) <= (s.e2e_ms or 0) for s in samples)
     assert app.state.scheduler.stats.rows == 5  # the warm-up and four load requests, all through the scheduler
+
+
+def test_cli_checks_load_levels_before_any_model_loads(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    data = tmp_path / "qa.jsonl"
+    data.write_text(json.dumps({"id": "1", "question": "Q?", "answers": ["a"]}) + "\n")
+    argv = ["eval", "--data", str(data), "--load", "0,2", "--workspace", str(tmp_path / "ws")]
+    code = "from ragtune.cli import main; main()"
+    r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--load levels must be positive integers" in r.stderr and "Traceback" not in r.stderr
