@@ -300,16 +300,22 @@ class HttpLoadTarget:
 
 @contextlib.contextmanager
 def serve_locally(pipeline: AnswerPipeline) -> Iterator[str]:
-    """The `ragtune serve` app over this pipeline on a free loopback port (uvicorn in a thread);
-    yields its base URL and stops it (and its scheduler thread) on exit."""
+    """The `ragtune serve` app over this pipeline on a free loopback port (uvicorn in a thread), with its
+    queue and batch limits but no access policy; yields its base URL and stops it (and its scheduler
+    thread) on exit."""
     import uvicorn
 
     from ragtune.serving.app import create_app
+    from ragtune.serving.security import KeyRing
 
+    app = create_app(pipeline)
+    # loopback only and without keys or rate limits: the run measures serving, not the access policy
+    open_access = {"api_keys": [], "rate_limit_per_minute": None}
+    app.state.keys = KeyRing(pipeline.config.serving.model_copy(update=open_access))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(pipeline), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="ragtune-load-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
