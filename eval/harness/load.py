@@ -310,7 +310,7 @@ def serve_locally(pipeline: AnswerPipeline) -> Iterator[str]:
 
     app = create_app(pipeline)
     # loopback only and without keys or rate limits: the run measures serving, not the access policy
-    open_access = {"api_keys": [], "rate_limit_per_minute": None}
+    open_access: dict[str, Any] = {"api_keys": [], "rate_limit_per_minute": None}
     app.state.keys = KeyRing(pipeline.config.serving.model_copy(update=open_access))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
