@@ -249,9 +249,10 @@ def test_openai_streaming_load_against_a_live_server(serving_pipeline, live_serv
     arm = ArmSpec(name="ft", mode="ft", adapter="tiny", max_new_tokens=4)
     with live_server(app) as url:
         table, samples = run_load(HttpLoadTarget(url, api="openai"), QUESTIONS, [arm], [2], requests=4)
-    assert len(table) == 1 and table[0].n == 4 and table[0].errors == 0
+    sent = requests_for(2, 4)  # four rounds of two: 8
+    assert len(table) == 1 and table[0].n == sent and table[0].errors == 0
     assert all(s.output_tokens >= 1 and 0 < (s.ttft_ms or 0) <= (s.e2e_ms or 0) for s in samples)
-    assert app.state.scheduler.stats.rows == 5  # the warm-up and four load requests, all through the scheduler
+    assert app.state.scheduler.stats.rows == 1 + sent  # the warm-up and the level, all through the scheduler
 
 
 def test_cli_checks_load_levels_before_any_model_loads(tmp_path: Path) -> None:
