@@ -73,6 +73,25 @@ def eval_cmd(
             show_default="eval.latency_samples (32)",
         ),
     ] = None,
+    load: Annotated[
+        str | None,
+        typer.Option(
+            "--load",
+            help="Also run each arm closed-loop at these concurrency levels (e.g. 1,4,8) through a server: "
+            "throughput and TTFT/TPOT/e2e percentiles per level, load.png.",
+            show_default="none",
+        ),
+    ] = None,
+    load_api: Annotated[
+        Literal["ragtune", "openai"],
+        typer.Option("--load-api", help="API --load streams from at --endpoint: /v1/answer or /v1/chat/completions."),
+    ] = "ragtune",
+    load_model: Annotated[
+        str | None,
+        typer.Option(
+            "--load-model", help="OpenAI `model` for every arm (--load-api openai).", show_default="ragtune-<mode>"
+        ),
+    ] = None,
     workspace: Workspace = None,
     config: ConfigFile = None,
 ) -> None:
@@ -81,6 +100,7 @@ def eval_cmd(
         return
     from ragtune.eval.harness.arms import EvalSuite, arm, load_suite
     from ragtune.eval.harness.backends import Backend, HttpBackend, InProcessBackend
+    from ragtune.eval.harness.load import parse_levels
     from ragtune.eval.harness.runner import RunSettings
     from ragtune.eval.harness.session import evaluate, suite_items
 
@@ -97,6 +117,8 @@ def eval_cmd(
         updates["snapshot"] = snapshot
     if update is not None:
         updates["update"] = update
+    if load is not None:
+        updates["load"] = parse_levels(load)
     if arms is not None:
         chosen = [arm(a.strip()) for a in arms.split(",") if a.strip()]
         if not chosen:
@@ -113,7 +135,9 @@ def eval_cmd(
     items = suite_items(suite, suite.seed if suite.seed is not None else cfg.generation.seed)
     backend: Backend
     if endpoint:
-        backend = HttpBackend(endpoint, token, concurrency=cfg.generation.batch_size)
+        backend = HttpBackend(
+            endpoint, token, concurrency=cfg.generation.batch_size, load_api=load_api, load_model=load_model
+        )
     else:
         from ragtune.serving.pipeline import Pipeline
 

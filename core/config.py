@@ -249,6 +249,9 @@ class EvalConfig(_Section):
         description="questions timed one request at a time, every arm back to back in a shuffled order "
         "(0: none; 'all': every question)",
     )
+    load_requests: int = Field(
+        20, ge=1, description="requests per concurrency level of `--load` (at least 4 rounds of the level)"
+    )
     bootstrap_resamples: int = Field(2000, ge=100, description="resamples of every bootstrap interval and test")
     alpha: float = Field(0.05, gt=0, lt=1, description="family-wise error rate of the Holm-corrected tests")
     baselines: list[Literal["constant", "extractive"]] = Field(
@@ -272,6 +275,9 @@ class VerdictConfig(_Section):
         None, gt=0, lt=1, description="non-inferiority margin of a cheaper arm; None: the metric's default (0.03)"
     )
     seeds: int = Field(1, ge=1, le=10, description="training seeds of ft and the learning curve (tuning.seed + i)")
+    load_levels: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None, description="concurrency levels the setups are also run at, served locally (None: no load run)"
+    )
 
 
 class Config(_Section):

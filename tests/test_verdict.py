@@ -13,6 +13,7 @@ import pytest
 from verdict_speed import recommend, with_speed
 
 from ragtune.eval.harness.latency import RatioTest
+from ragtune.eval.harness.load import LoadLevel
 from ragtune.eval.verdict.learning_curve import nested_subsets
 from ragtune.eval.verdict.recommend import (
     ArmFigures,
@@ -265,6 +266,23 @@ def test_markdown_and_json_carry_the_recommendation_and_tables(written: dict[str
     data = json.loads(written["json"].read_text())
     assert data["recommendation"]["choice"] == "hybrid"
     assert VerdictResult.model_validate(data).figures.arm("rag") is not None
+
+
+def test_the_load_table_appears_only_when_load_levels_ran(written: dict[str, Path], tmp_path: Path) -> None:
+    assert "Under load" not in written["md"].read_text()  # verdict.load_levels defaults to None: no load run
+    rows = [
+        LoadLevel(arm="rag", level=c, n=20, errors=0, seconds=2.0, requests_per_s=c / 2, tokens_per_s=4.0 * c)
+        for c in (1, 4)
+    ]
+    rows[0].e2e_p50_ms, rows[0].e2e_p95_ms = 400.0, 700.0
+    figs = with_speed(_figs(hybrid_q=0.55, rag_q=0.35, significant=True)).model_copy(update={"load": rows})
+    paths = write_verdict(tmp_path / "loaded", VerdictResult(figures=figs, recommendation=recommend(figs)))
+    md = paths["md"].read_text()
+    assert "## Under load" in md and "| rag | 1 | 20 | 0 | 0.50 | 4.0 |" in md and "| 400 | 700 |" in md
+    assert "n/a (n=20)" in md  # no TTFT recorded for the level: n/a with its n, not a blank
+    assert "latency against throughput" in paths["html"].read_text()
+    again = VerdictResult.model_validate(json.loads(paths["json"].read_text()))
+    assert [(x.arm, x.level) for x in again.figures.load] == [("rag", 1), ("rag", 4)]
 
 
 @pytest.mark.skipif(

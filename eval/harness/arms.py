@@ -22,7 +22,7 @@ and may name its own generator (`GeneratorSpec`): the other arms keep the config
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -144,6 +144,9 @@ class EvalSuite(BaseModel):
     format_schema: dict[str, Any] | None = None
     update: Path | None = Field(None, description="freshness: documents (folder or JSONL) applied between runs")
     train: Path | None = Field(None, description="training data: the constant baseline answers its majority")
+    load: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None, description="concurrency levels every arm also runs at, closed loop through a server (--load)"
+    )
 
     @model_validator(mode="before")
     @classmethod

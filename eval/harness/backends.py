@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import httpx
 
@@ -16,6 +16,8 @@ from ragtune.core.errors import RagtuneError
 from ragtune.core.types import Answer
 from ragtune.eval.harness.arms import ArmSpec
 from ragtune.serving.contracts import AnswerPipeline
+
+Api = Literal["ragtune", "openai"]  # what a load run streams from: /v1/answer or /v1/chat/completions
 
 
 class Backend(Protocol):
@@ -75,6 +77,37 @@ class InProcessBackend:
         return [c.text for c in chunks.values()]
 
 
+SERVER_SIDE = (
+    "system_prompt",
+    "search_mode",
+    "compress",
+    "max_context_tokens",
+    "prefill_dtype",
+    "sampling",
+    "generator",
+)
+
+
+def server_side(arm: ArmSpec) -> bool:
+    """The arm sets something only the server's config decides, so no API request can ask for it."""
+    return any(getattr(arm, key) is not None for key in SERVER_SIDE)
+
+
+def api_body(question: str, arm: ArmSpec, snapshot: str | None) -> dict[str, Any]:
+    """The `POST /v1/answer` body asking `question` as `arm`; refuses arm settings the API cannot carry."""
+    if server_side(arm):
+        raise RagtuneError(
+            f"arm '{arm.name}': {', '.join(SERVER_SIDE)} are server settings and cannot be set through the API"
+        )
+    body: dict[str, Any] = {"question": question, "mode": arm.mode}
+    for key in ("adapter", "top_k", "filters", "max_new_tokens"):
+        if getattr(arm, key) is not None:
+            body[key] = getattr(arm, key)
+    if snapshot is not None and arm.retrieves:
+        body["snapshot"] = snapshot
+    return body
+
+
 class HttpBackend:
     """A running `ragtune serve`, through `POST /v1/answer` only (black box).
 
@@ -84,8 +117,17 @@ class HttpBackend:
 
     name = "http"
 
-    def __init__(self, url: str, token: str | None = None, concurrency: int = 4, timeout: float = 300.0) -> None:
-        self.url = url.rstrip("/")
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        concurrency: int = 4,
+        timeout: float = 300.0,
+        load_api: Api = "ragtune",
+        load_model: str | None = None,
+    ) -> None:
+        self.url, self.token = url.rstrip("/"), token
+        self.load_api, self.load_model = load_api, load_model  # how `--load` streams from this server
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
         self.concurrency = concurrency
@@ -95,25 +137,7 @@ class HttpBackend:
         return self._snapshot
 
     def _one(self, question: str, arm: ArmSpec, snapshot: str | None) -> Answer:
-        server_side = (
-            "system_prompt",
-            "search_mode",
-            "compress",
-            "max_context_tokens",
-            "prefill_dtype",
-            "sampling",
-            "generator",
-        )
-        if any(getattr(arm, key) is not None for key in server_side):
-            raise RagtuneError(
-                f"arm '{arm.name}': {', '.join(server_side)} are server settings and cannot be set through the API"
-            )
-        body: dict[str, Any] = {"question": question, "mode": arm.mode}
-        for key in ("adapter", "top_k", "filters", "max_new_tokens"):
-            if getattr(arm, key) is not None:
-                body[key] = getattr(arm, key)
-        if snapshot is not None and arm.retrieves:
-            body["snapshot"] = snapshot
+        body = api_body(question, arm, snapshot)
         try:
             resp = self.client.post("/v1/answer", json=body)
         except httpx.HTTPError as exc:

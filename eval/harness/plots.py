@@ -65,3 +65,24 @@ def latency_cdf(records: Sequence[Record]) -> str:
         ax.set_xscale("log")
     ax.legend(fontsize="small")
     return _png(fig)
+
+
+def load_curve(levels: Sequence[dict[str, Any]], field: str = "e2e_p50_ms") -> bytes:
+    """Latency p50 against throughput, one line per arm through its concurrency levels (each point
+    labelled c=level): where a line turns upward, more concurrency buys latency, not throughput."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    for arm in dict.fromkeys(row["arm"] for row in levels):
+        rows = sorted((r for r in levels if r["arm"] == arm and r.get(field) is not None), key=lambda r: r["level"])
+        xs, ys = [r["requests_per_s"] for r in rows], [r[field] for r in rows]
+        ax.plot(xs, ys, marker="o", label=arm)
+        for r, x, y in zip(rows, xs, ys, strict=True):
+            ax.annotate(f"c={r['level']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize="x-small")
+    ax.set_xlabel("throughput (completed requests/s)")
+    ax.set_ylabel(f"{field.removesuffix('_ms').replace('_', ' ')} ms")
+    ax.legend(fontsize="small")
+    return base64.b64decode(_png(fig))

@@ -13,6 +13,7 @@ from typing import Any
 from ragtune.eval.harness import plots
 from ragtune.eval.harness.analysis import compare_arms, intervals, order_metrics
 from ragtune.eval.harness.latency import COMPARED, LatencySample, RatioTest, common_length, compare_latency
+from ragtune.eval.harness.load import load_markdown
 from ragtune.eval.harness.manifest import manifest
 from ragtune.eval.harness.runner import Record
 from ragtune.eval.harness.schema import SCHEMA_VERSION
@@ -42,6 +43,7 @@ LATENCY = [
     ("p99_ms", "p99"),
     ("equal_p50_ms", "e2e at equal length p50"),
 ]
+LOAD_PLOT = "load.png"  # written next to the report when it has a load section
 PLOTTED = ["f1", "exact_match", "contains", "extracted_match", "format", "hit@5", "mrr", "grounding", "citation"]
 
 
@@ -164,6 +166,7 @@ def build_report(
     arms: Sequence[dict[str, Any]] | None = None,
     freshness: dict[str, Any] | None = None,
     latency: Sequence[LatencySample] | None = None,
+    load: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report.json document: statistics on the first record of each (arm, question); the seed,
     alpha and bootstrap resamples come from the manifest, so the report states what it used."""
@@ -182,6 +185,7 @@ def build_report(
         "comparisons": [t.model_dump() for t in compare_arms(stat_records, resamples, seed, alpha)],
         "freshness": freshness,
         "latency": latency_doc(latency, resamples, seed, alpha) if latency else None,
+        "load": load,
         "records": [r.model_dump() for r in records],
     }
 
@@ -216,6 +220,8 @@ def render_markdown(doc: dict[str, Any], sections: dict[str, str] | None = None)
         comparison_table(tests) if tests else "(one arm: nothing to compare)",
         "",
     ]
+    if doc.get("load"):
+        lines += ["## Under load", "", load_markdown(doc["load"], LOAD_PLOT), ""]
     for heading, body in (sections or {}).items():
         lines += [f"## {heading}", "", body, ""]
     lines += ["## Manifest", "", *[f"- {k}: {_flat(v)}" for k, v in doc["manifest"].items()], ""]
@@ -254,6 +260,8 @@ def render_html(doc: dict[str, Any], markdown: str, records: Sequence[Record]) -
                 parts.append(f'<img alt="metric bars with 95% CI" src="data:image/png;base64,{bars}">')
             if b[3:].startswith("Latency"):
                 parts.append(f'<img alt="latency CDF per arm" src="data:image/png;base64,{cdf}">')
+            if b[3:].startswith("Under load"):
+                parts.append(f'<img alt="latency against throughput per arm" src="{LOAD_PLOT}">')
         elif b.startswith("|"):
             parts.append(_md_to_html_table(b))
         elif b.startswith("- "):
@@ -281,6 +289,7 @@ class ReportExtras:
     arms: Sequence[dict[str, Any]] | None = None
     freshness: dict[str, Any] | None = None
     latency: Sequence[LatencySample] | None = None
+    load: dict[str, Any] | None = None  # eval/harness/load.py `load_doc`
 
 
 def write_report(
@@ -295,7 +304,9 @@ def write_report(
     """Write report.json, report.md and report.html; returns the json and markdown paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     x = extras or ReportExtras()
-    doc = build_report(summary, records, meta, title, x.arms, x.freshness, x.latency)
+    doc = build_report(summary, records, meta, title, x.arms, x.freshness, x.latency, x.load)
+    if x.load and x.load.get("levels"):
+        (out_dir / LOAD_PLOT).write_bytes(plots.load_curve(x.load["levels"]))
     json_path = out_dir / "report.json"
     json_path.write_text(json.dumps(doc, indent=2))
     md = render_markdown(doc, sections)

@@ -112,6 +112,17 @@ REPORT_SCHEMA: dict[str, Any] = {
                 "samples": {"type": "array", "items": {"type": "object", "required": ["id", "arm", "slot", "e2e_ms"]}},
             },
         },
+        "load": {
+            "type": ["object", "null"],
+            "required": ["requests", "levels"],
+            "properties": {
+                "requests": {"type": "integer", "minimum": 1},
+                "levels": {
+                    "type": "array",
+                    "items": {"type": "object", "required": ["arm", "level", "n", "errors", "requests_per_s"]},
+                },
+            },
+        },
         "records": {"type": "array", "items": _RECORD},
     },
 }

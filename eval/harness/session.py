@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -9,12 +11,13 @@ from typing import Any
 from ragtune.core.config import Config
 from ragtune.core.errors import ConfigError
 from ragtune.eval.harness.arms import ArmSpec, EvalSuite
-from ragtune.eval.harness.backends import Backend, InProcessBackend
+from ragtune.eval.harness.backends import Backend, HttpBackend, InProcessBackend
 from ragtune.eval.harness.baselines import with_baselines
 from ragtune.eval.harness.data import EvalItem
 from ragtune.eval.harness.freshness import freshness_markdown, run_freshness
 from ragtune.eval.harness.labels import label_markdown, label_report
 from ragtune.eval.harness.latency import LatencySample, latency_items, run_latency, summarize_latency, timed_arms
+from ragtune.eval.harness.load import HttpLoadTarget, LoadTarget, load_doc, loadable, run_load, serve_locally
 from ragtune.eval.harness.loaders import load_eval_set, seeded_sample
 from ragtune.eval.harness.manifest import adapter_hashes, dataset_hash, manifest
 from ragtune.eval.harness.report import ReportExtras, write_report
@@ -79,6 +82,30 @@ def latency_pass(
     return timed
 
 
+@contextlib.contextmanager
+def load_target(backend: Backend) -> Iterator[tuple[LoadTarget, str]]:
+    """A streaming client for the backend's server: the endpoint's, or the pipeline served on loopback
+    (so concurrency goes through the serving scheduler); with a description for the report."""
+    if isinstance(backend, HttpBackend):
+        target = HttpLoadTarget(backend.url, backend.token, backend.load_api, backend.load_model)
+        yield target, f"{backend.url} ({backend.load_api} API)"
+    elif isinstance(backend, InProcessBackend):
+        with serve_locally(backend.pipeline) as url:
+            yield HttpLoadTarget(url), "the pipeline served locally (ragtune serve)"
+    else:
+        raise ConfigError(f"--load needs an in-process or HTTP backend, not {backend.name}")
+
+
+def load_pass(
+    config: Config, backend: Backend, levels: list[int], items: list[EvalItem], arms: list[ArmSpec], pin: str | None
+) -> dict[str, Any]:
+    """Every timed arm at every level (eval/harness/load.py); report.json's `load`."""
+    requests = config.eval.load_requests
+    with load_target(backend) as (target, where):
+        table, _ = run_load(target, [it.question for it in items], arms, levels, requests, pin)
+    return load_doc(table, requests, where, loadable(arms)[1])
+
+
 def suite_items(suite: EvalSuite, seed: int) -> list[EvalItem]:
     if suite.data is None:
         raise ConfigError("no eval data: give --data FILE (or `data:` in the suite file)")
@@ -99,7 +126,7 @@ def evaluate(
 
     `settings` gives progress, fresh, block and deadline; with a deadline, the reports cover the
     questions every arm finished by then (see `run_arms`). Scoring, pinning, the journal and the
-    latency sample come from the suite and the config.
+    latency sample come from the suite and the config; the suite's `load` levels add the closed-loop run under load.
     """
     given = settings or RunSettings()
     fresh, progress = given.fresh, given.progress
@@ -136,6 +163,7 @@ def evaluate(
     pin = next((r.snapshot for r in records if r.snapshot), suite.snapshot)
     timed = latency_pass(config, backend, items, suite.arms, out_dir, seed, pin, progress)
     summary = summarize(records, summarize_latency(timed))
+    load_table = load_pass(config, backend, suite.load, items, suite.arms, pin) if suite.load else None
     sections = baseline_sections(records, baseline_notes)
     fresh_doc: dict[str, Any] | None = None
     if suite.update is not None:
@@ -171,6 +199,6 @@ def evaluate(
         meta,
         title=title,
         sections=sections,
-        extras=ReportExtras([a.model_dump(mode="json") for a in suite.arms], fresh_doc, timed),
+        extras=ReportExtras([a.model_dump(mode="json") for a in suite.arms], fresh_doc, timed, load_table),
     )
     return EvalRun(json_path, md_path, records, summary)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from ragtune.eval.harness.labels import LabelReport
 from ragtune.eval.harness.latency import RatioTest
+from ragtune.eval.harness.load import LoadLevel
 
 # the non-inferiority margin per metric when `verdict.margin` is None: a cheaper arm may be this much
 # worse than the best and still be recommended (0.03 token F1 is about one answer in 33 lost)
@@ -117,6 +118,10 @@ class VerdictFigures(BaseModel):
     labels: LabelReport | None = Field(None, description="a label task's accuracy, macro-F1 and confusion")
     latency: list[RatioTest] = Field(
         default_factory=list, description="paired latency ratios of the setups (eval/harness/latency.py)"
+    )
+    load: list[LoadLevel] = Field(
+        default_factory=list,
+        description="the setups under closed-loop load (verdict.load_levels; eval/harness/load.py)",
     )
 
     def speed(self, a: str, b: str) -> RatioTest | None:

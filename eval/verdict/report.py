@@ -17,6 +17,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from ragtune.eval.harness.labels import label_tables
+from ragtune.eval.harness.load import LOAD_HEADER, load_rows
+from ragtune.eval.harness.plots import load_curve
 from ragtune.eval.verdict.answers import QuestionAnswers, write_answers
 from ragtune.eval.verdict.figures import ArmFigures, Comparison, Recommendation, VerdictFigures
 
@@ -32,6 +34,7 @@ class VerdictResult(BaseModel):
 
 
 Table = tuple[str, list[str], list[list[str]]]
+LOAD_TITLE = "Under load (closed loop through the served pipeline; latency in ms)"
 
 
 def _f(v: float | None, spec: str = ".3f", suffix: str = "") -> str:
@@ -171,6 +174,9 @@ def _cost_tables(f: VerdictFigures) -> list[Table]:
                 ],
             )
         )
+    if f.load:
+        doc = {"levels": [row.model_dump() for row in f.load]}
+        tables.append((LOAD_TITLE, LOAD_HEADER, load_rows(doc)))
     if f.update:
         tables.append(
             (
@@ -292,7 +298,7 @@ def _png(fig: Any) -> str:
 
 
 def plots(r: VerdictResult) -> dict[str, str]:
-    """Metric bars with CI whiskers and the learning curve, as PNG data URIs."""
+    """Metric bars with CI whiskers, the learning curve and the load curve, as PNG data URIs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -324,6 +330,8 @@ def plots(r: VerdictResult) -> dict[str, str]:
         ax.legend()
         out["curve"] = _png(fig)
         plt.close(fig)
+    if f.load:
+        out["load"] = "data:image/png;base64," + base64.b64encode(load_curve([x.model_dump() for x in f.load])).decode()
     return out
 
 
@@ -358,6 +366,8 @@ def render_html(r: VerdictResult) -> str:
         parts += [f"<h2>{html.escape(title)}</h2>", _html_table(header, rows)]
         if title.startswith("Accuracy"):
             parts.append(f"<img alt='{html.escape(r.figures.metric)} per arm' src='{imgs['quality']}'>")
+        if title == LOAD_TITLE and "load" in imgs:
+            parts.append(f"<img alt='latency against throughput per arm' src='{imgs['load']}'>")
         if title.startswith("Data needs") and "curve" in imgs:
             parts.append(f"<img alt='learning curve' src='{imgs['curve']}'>")
     if r.disagreements:

@@ -32,6 +32,7 @@ from ragtune.eval.harness.latency import (
     run_latency,
     summarize_latency,
 )
+from ragtune.eval.harness.load import HttpLoadTarget, LoadLevel, loadable, run_load, serve_locally
 from ragtune.eval.harness.report import manifest
 from ragtune.eval.harness.runner import Record, RunSettings, Scoring, run_arms
 from ragtune.eval.verdict.answers import collect, disagreements
@@ -249,6 +250,20 @@ def _timed(
     return run_latency(InProcessBackend(pipeline), chosen, mains, seed, snapshot, progress=True)
 
 
+def _loaded(
+    config: Config, pipeline: Pipeline, items: Sequence[EvalItem], arms: Sequence[ArmSpec], snapshot: str | None
+) -> tuple[list[LoadLevel], list[str]]:
+    """The setups at `verdict.load_levels`, closed loop through the pipeline served on loopback; and a
+    note naming the setups a request cannot ask for (few-shot's own system prompt)."""
+    levels = config.verdict.load_levels or []
+    mains, skipped = loadable([a for a in arms if base_arm(a.name) == a.name])
+    with serve_locally(pipeline) as url:
+        questions = [it.question for it in items]
+        table, _ = run_load(HttpLoadTarget(url), questions, mains, levels, config.eval.load_requests, snapshot)
+    note = f"not run under load (server-side settings no request can carry): {', '.join(skipped)}"
+    return table, [note] if skipped else []
+
+
 def _figures(
     config: Config,
     records: list[Record],
@@ -311,6 +326,11 @@ def run_verdict(config: Config, data: VerdictData, out: Path, console: Console |
     )
     console.rule("latency: every setup on the same questions, one request at a time, interleaved")
     timed = _timed(config, pipeline, items, arms, snapshot)
+    loaded: list[LoadLevel] = []
+    if vc.load_levels:
+        console.rule(f"under load: every setup at concurrency {', '.join(map(str, vc.load_levels))}, closed loop")
+        loaded, load_notes = _loaded(config, pipeline, items, arms, snapshot)
+        notes += load_notes
 
     console.rule("4. learning curve")
     curve = _run_curve(pipeline, config, items, records, subsets, adapters, scoring, snapshot)
@@ -342,6 +362,7 @@ def run_verdict(config: Config, data: VerdictData, out: Path, console: Console |
                 index_build_s=index_build_s,
             ),
             "curve": curve,
+            "load": loaded,
         }
     )
     rows = collect(records)
