@@ -210,6 +210,7 @@ def test_load_is_off_by_default_and_levels_are_checked(config) -> None:
 QUESTIONS = ["What does the Zorblat Basic plan cost?", "On which day does Zorblat support answer?"]
 
 
+@pytest.mark.slow  # a whole eval with a load pass: about a minute
 def test_eval_load_in_process_goes_through_the_served_pipeline(serving_pipeline, tmp_path: Path) -> None:
     """`ragtune eval --load 1,2` in-process: the pipeline served on loopback, both arms at both levels,
     the counts adding up in report.json, report.md and load.png."""
