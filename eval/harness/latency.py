@@ -27,7 +27,7 @@ from ragtune.core.types import Answer
 from ragtune.eval.harness.arms import ArmSpec
 from ragtune.eval.harness.backends import Backend
 from ragtune.eval.harness.data import EvalItem
-from ragtune.eval.harness.stats import holm
+from ragtune.eval.harness.stats import bootstrap_ci, holm
 
 # A percentile is printed only from enough samples to put some above it (p95 of 4 samples is the max).
 MIN_SAMPLES = {50: 1, 95: 20, 99: 100}
@@ -188,9 +188,9 @@ def ratio_test(
     mean = float(d.mean())
     if np.all(d == d[0]):
         return float(np.exp(mean)), float(np.exp(mean)), float(np.exp(mean)), 1.0 if mean == 0 else 0.0
-    idx = np.random.default_rng(seed).integers(0, len(d), size=(resamples, len(d)))
-    low, high = np.quantile(d[idx].mean(axis=1), [0.025, 0.975])
+    ci = bootstrap_ci(d.tolist(), resamples, seed)  # of the mean log ratio: exp of it is the geometric mean
     p = float(sps.wilcoxon(d).pvalue) if np.any(d != 0) else 1.0
+    low, high = (mean, mean) if ci.low is None or ci.high is None else (ci.low, ci.high)
     return float(np.exp(mean)), float(np.exp(low)), float(np.exp(high)), p
 
 
