@@ -133,10 +133,11 @@ class GenerationConfig(_Section):
     temperature: float = Field(0.7, gt=0)
     seed: int = 0
     batch_size: int = Field(8, ge=1, le=64)
-    prefill_dtype: Literal["float32", "bfloat16"] = Field(
-        "float32",
+    prefill_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
         description="precision of the prompt's forward pass; bfloat16 roughly halves it for long "
-        "(retrieval) prompts on CPUs with AVX512-BF16 or AMX, decoding stays float32",
+        "(retrieval) prompts on CPUs with AVX512-BF16 or AMX (emulated elsewhere: slower, with a warning), "
+        "decoding stays float32; auto: bfloat16 where the device runs it natively, else float32",
     )
     prefill_copies: int = Field(
         2,
@@ -145,6 +146,14 @@ class GenerationConfig(_Section):
         description="bf16 copies of the model (one per adapter, 2 bytes a parameter each) kept for "
         "bfloat16 prefill; traffic over more adapters than this rebuilds a copy on a switch",
     )
+    kv_reuse: bool = Field(
+        False,
+        description="encode each retrieved chunk's KV cache once and join the caches at answer time, so only "
+        "the text around the chunks is prefilled (core/kv_reuse.py); costs accuracy unless the adapter was "
+        "trained with tuning.independent_chunks",
+    )
+    kv_cache_mb: int = Field(1024, ge=1, description="memory for reused chunk caches, least recently used out")
+    kv_cache_dir: Path | None = Field(None, description="also keep chunk caches here (file names are hashes)")
 
 
 class TuningConfig(_Section):
@@ -186,6 +195,11 @@ class TuningConfig(_Section):
     raft_k: int = Field(3, ge=1, le=20, description="RAFT: retrieved chunks per example")
     raft_search_mode: Literal["dense", "lexical", "hybrid"] | None = Field(None, description="None: retrieval's")
     drift_warn: float = Field(0.3, ge=0, le=1, description="warn when this share of chunks changed since training")
+    independent_chunks: bool = Field(
+        False,
+        description="train with the attention generation.kv_reuse has at answer time: each retrieved chunk "
+        "sees only itself (tuning/chunk_attention.py), so the adapter learns to read chunks encoded apart",
+    )
 
 
 class ApiKey(_Section):

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import torch
 
 from ragtune.core.errors import ConfigError
+from ragtune.core.precision import warn_if_emulated
 
 Device = Literal["cpu", "cuda", "mps"]
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -75,6 +76,8 @@ def resolve_dtype(cfg: Any = "auto", device: str | None = None) -> torch.dtype:
         return torch.bfloat16 if bf16_supported(device) else torch.float16
     if setting not in DTYPES:
         raise ConfigError(f"unknown models.dtype '{setting}'; known: auto, {', '.join(DTYPES)}")
+    if setting == "bfloat16":
+        warn_if_emulated("models.dtype bfloat16", device)
     return DTYPES[setting]
 
 
@@ -104,3 +107,5 @@ def check_precision(precision: str, device: str) -> None:
         raise ConfigError("tuning.precision fp16 needs a GPU (cuda or mps); on the CPU use fp32 or bf16")
     if precision == "bf16" and device == "cuda" and not bf16_supported(device):
         raise ConfigError("tuning.precision bf16 needs a GPU that supports bfloat16 (Ampere or newer); use fp16")
+    if precision == "bf16":
+        warn_if_emulated("tuning.precision bf16", device)

@@ -7,6 +7,8 @@ it for one row in a worker thread, and the scheduler hands it rows of concurrent
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import queue
 import threading
 import time
@@ -22,8 +24,10 @@ from transformers.generation.streamers import BaseStreamer
 
 from ragtune.core.config import GenerationConfig
 from ragtune.core.errors import NotFoundError
+from ragtune.core.kv_reuse import ChunkEncoder, KVStore, Segment, batch_inputs, rotary_of, split_prompt
 from ragtune.core.models import peft_wrapping
 from ragtune.core.options import Sampling
+from ragtune.core.precision import resolve_prefill_dtype
 from ragtune.core.prefill import PrefillCopies
 from ragtune.core.prompt import Messages
 from ragtune.core.threads import release_openmp_team
@@ -65,6 +69,7 @@ class RowRequest:
     messages: Messages | None = None
     on_text: Callable[[str], None] | None = None
     stop: tuple[str, ...] = ()
+    chunks: tuple[str, ...] = ()  # pieces of `prompt` whose KV caches are reused (`core/kv_reuse.py`)
     tokens: list[int] = field(default_factory=list)
     finished_at: float | None = None
     stopped_early: bool = False
@@ -215,6 +220,8 @@ class Generator:
         self.adapters: dict[str, Path] = {}
         self.lock = threading.RLock()  # one forward pass at a time: adapters are switched per call
         self.prefill_copies = PrefillCopies(self.config.prefill_copies)  # for `prefill_dtype: bfloat16`
+        self._chunks: ChunkEncoder | None = None  # made on the first request that reuses chunk caches
+        self._adapter_tags: dict[str | None, str] = {}
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -252,6 +259,7 @@ class Generator:
             self.model.delete_adapter(name)
             del self.adapters[name]
             self.prefill_copies.drop(name)
+            self._adapter_tags.pop(name, None)
             # PEFT can leave the deleted adapter marked active, and `generate` then fails for every mode
             if self.adapters:
                 self.model.set_adapter(next(iter(self.adapters)))
@@ -288,22 +296,27 @@ class Generator:
             kw["top_k"] = None
         return kw
 
+    def prefill_dtype_for(self, dtype: str | None = None) -> str:
+        """float32 or bfloat16: `dtype` (a call's choice) or `generation.prefill_dtype`, with auto resolved
+        for this model's device (`core/precision.py`; forcing bf16 a CPU only emulates warns once)."""
+        return resolve_prefill_dtype(dtype or self.config.prefill_dtype, torch.device(self.model.device).type)
+
     def prefill_precision(self, dtype: str | None = None) -> AbstractContextManager[Any]:
-        """bf16 autocast under `prefill_dtype: bfloat16` (or `dtype`, a call's choice), else nothing: for
-        work on the way to the first token outside this model (the pipeline's sentence ranking); the
-        prompt itself runs through a bf16 copy of the model instead (`_inputs`)."""
-        if (dtype or self.config.prefill_dtype) == "float32":
+        """bf16 autocast when the prompt pass is bf16 (`prefill_dtype_for`), else nothing: for work on the
+        way to the first token outside this model (the pipeline's sentence ranking); the prompt itself
+        runs through a bf16 copy of the model instead (`_inputs`)."""
+        if self.prefill_dtype_for(dtype) == "float32":
             return nullcontext()
         return torch.autocast("cpu", dtype=torch.bfloat16)
 
     def _inputs(self, enc: Any, adapter: str | None, dtype: str | None = None) -> dict[str, Any]:
-        """`generate`'s inputs. With `prefill_dtype: bfloat16` (or `dtype`) the prompt, all but its last
+        """`generate`'s inputs. With a bf16 prompt pass (`prefill_dtype_for`) the prompt, all but its last
         token, runs once through a bf16 copy of the model (`core/prefill.py`) and reaches `generate` as a
         float32 cache, so only the prefill (compute-bound, most of a retrieval prompt's cost on a CPU)
         leaves float32; decoding, which is bound by memory, gains little from bf16 and stays exact."""
         inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
         short = int(enc["attention_mask"].sum()) < BF16_PREFILL_MIN_TOKENS
-        if (dtype or self.config.prefill_dtype) == "float32" or short:
+        if short or self.prefill_dtype_for(dtype) == "float32":
             return inputs
         ids, mask = enc["input_ids"][:, :-1], enc["attention_mask"][:, :-1]
         positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as `generate` numbers padded rows
@@ -327,8 +340,10 @@ class Generator:
         sampling: Sampling | None = None,
         prefill_dtype: str | None = None,
         messages: Sequence[Messages] | None = None,  # chat backends send these; this one decodes `prompts`
+        chunks: Sequence[tuple[str, ...]] | None = None,
     ) -> list[Generation]:
-        """Complete each prompt; one batched decode per `batch_size` prompts."""
+        """Complete each prompt; one batched decode per `batch_size` prompts. `chunks[i]` are pieces of
+        prompt i whose KV caches are encoded once and reused (`core/kv_reuse.py`)."""
         limit = max_new_tokens or self.config.max_new_tokens
         # Batch prompts of similar length together: left padding is compute spent on nothing.
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -337,7 +352,10 @@ class Generator:
         stop = sampling.stop if sampling is not None else ()
         for start in range(0, len(order), bs):
             idx = order[start : start + bs]
-            rows = [RowRequest(prompt=prompts[i], max_new_tokens=limit, stop=stop) for i in idx]
+            rows = [
+                RowRequest(prompt=prompts[i], max_new_tokens=limit, stop=stop, chunks=chunks[i] if chunks else ())
+                for i in idx
+            ]
             for i, g in zip(idx, self.generate_rows(rows, adapter, sampling, prefill_dtype), strict=True):
                 out[i] = g
         return [g for g in out if g is not None]
@@ -365,8 +383,6 @@ class Generator:
         the `generation` config's.
         """
         rows = list(rows)
-        enc = self.tokenizer([r.prompt for r in rows], return_tensors="pt", padding=True, add_special_tokens=False)
-        enc = enc.to(self.model.device)
         eos = self._eos_ids()
         tracker = _RowTracker(rows, eos, self.tokenizer)
         kw = self._kwargs(max(r.max_new_tokens for r in rows), sampling)
@@ -377,8 +393,9 @@ class Generator:
         with self.lock, torch.inference_mode(), self._select(adapter):
             torch.manual_seed(seed)
             t0 = time.perf_counter()
+            inputs = self._row_inputs(rows, adapter, prefill_dtype)
             self.model.generate(
-                **self._inputs(enc, adapter, prefill_dtype),
+                **inputs,
                 streamer=tracker,
                 stopping_criteria=StoppingCriteriaList([tracker]),
                 **kw,
@@ -392,8 +409,52 @@ class Generator:
                 ttft_ms=((tracker.first or t1) - t0) * 1000,
                 generate_ms=((row.finished_at or t1) - t0) * 1000,
             )
-            for row, mask in zip(rows, enc["attention_mask"], strict=True)
+            for row, mask in zip(rows, inputs["attention_mask"], strict=True)
         ]
+
+    def _row_inputs(self, rows: list[RowRequest], adapter: str | None, dtype: str | None) -> dict[str, Any]:
+        """`generate`'s inputs for these rows: through the chunk caches when a row carries chunks (and
+        the model's positions allow it), else the plain (or bf16) prefill of the whole prompts."""
+        if any(r.chunks for r in rows):
+            reused = self._reuse_inputs(rows, adapter, self.prefill_dtype_for(dtype))
+            if reused is not None:
+                return reused
+        enc = self.tokenizer([r.prompt for r in rows], return_tensors="pt", padding=True, add_special_tokens=False)
+        return self._inputs(enc.to(self.model.device), adapter, dtype)
+
+    @property
+    def chunk_store(self) -> KVStore:
+        """The reused chunk caches (made on first use, sized by `generation.kv_cache_mb`)."""
+        if self._chunks is None:
+            store = KVStore(self.config.kv_cache_mb << 20, self.config.kv_cache_dir)
+            self._chunks = ChunkEncoder(store, str(getattr(self.model.config, "_name_or_path", "")))
+        return self._chunks.store
+
+    def _adapter_tag(self, adapter: str | None) -> str:
+        """What identifies the adapter's weights in the cache key: a digest of its weight file."""
+        if adapter not in self._adapter_tags:
+            h = hashlib.sha256()
+            for f in sorted(self.adapters[adapter].glob("adapter_model.*")) if adapter is not None else []:
+                h.update(f.read_bytes())
+            self._adapter_tags[adapter] = f"{adapter}:{h.hexdigest()}" if adapter is not None else "base"
+        return self._adapter_tags[adapter]
+
+    def _reuse_inputs(self, rows: list[RowRequest], adapter: str | None, dtype: str) -> dict[str, Any] | None:
+        rotary = rotary_of(self.model)
+        if rotary is None:
+            _warn_once("this model's positions are not plain RoPE: kv_reuse is off, prompts are prefilled in full")
+            return None
+        _ = self.chunk_store
+        assert self._chunks is not None
+        model = self.prefill_copies.get(self.model, adapter) if dtype == "bfloat16" else self.model
+        tag = (self._adapter_tag(adapter), dtype)
+        caches = []
+        for row in rows:
+            segments = split_prompt(row.prompt, row.chunks) if row.chunks else None
+            caches.append(
+                self._chunks.row(model, self.tokenizer, segments or [Segment(row.prompt, False)], tag, rotary)
+            )
+        return batch_inputs(caches, int(self.tokenizer.pad_token_id), self.model.device)
 
     def stream(
         self,
@@ -403,6 +464,7 @@ class Generator:
         sampling: Sampling | None = None,
         prefill_dtype: str | None = None,
         messages: Messages | None = None,  # chat backends send these; this one decodes `prompt`
+        chunks: tuple[str, ...] = (),
     ) -> Iterator[str | Generation]:
         """Yield text pieces as they are decoded, then the Generation (the same as `generate`'s); the
         model runs in a worker thread. Closing the iterator early stops the decode."""
@@ -410,7 +472,7 @@ class Generator:
         stop = threading.Event()
         limit = max_new_tokens or self.config.max_new_tokens
         stops = sampling.stop if sampling is not None else ()
-        row = RowRequest(prompt, limit, on_token=events.put, cancelled=stop.is_set, stop=stops)
+        row = RowRequest(prompt, limit, on_token=events.put, cancelled=stop.is_set, stop=stops, chunks=chunks)
 
         def work() -> None:
             try:
@@ -426,6 +488,16 @@ class Generator:
         finally:
             stop.set()
             thread.join()
+
+
+_warned: set[str] = set()
+log = logging.getLogger(__name__)
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
 
 
 def _pieces(

@@ -50,11 +50,12 @@ class AnswerOptions(BaseModel):
     compress: Literal["none", "sentences"] | None = Field(None, description="context compression (prompt.compress)")
     max_context_tokens: int | None = Field(None, ge=64, description="budget for retrieved text in the prompt")
     system_prompt: str | None = None
-    prefill_dtype: Literal["float32", "bfloat16"] | None = Field(
+    prefill_dtype: Literal["auto", "float32", "bfloat16"] | None = Field(
         None, description="precision of the prompt's forward pass (generation.prefill_dtype)"
     )
     max_new_tokens: int | None = Field(None, ge=1, le=2048)
     sampling: Sampling | None = None
+    kv_reuse: bool | None = Field(None, description="reuse per-chunk KV caches (generation.kv_reuse)")
 
 
 def with_fields(options: AnswerOptions | None, fields: dict[str, Any]) -> AnswerOptions:

@@ -65,12 +65,16 @@ class PromptBuilder:
             parts.append(self.history_block(history))
         if contexts:
             system = f"{system}\n{DATA_NOTE}"
-            blocks = "\n\n".join(
-                f"[{i}] {inert(c.title) or 'Untitled'}\n{inert(c.text.strip())}" for i, c in enumerate(contexts, 1)
-            )
+            blocks = "\n\n".join(f"[{i}]{piece}" for i, piece in enumerate(self.chunk_pieces(contexts), 1))
             parts.append(f"<documents>\n{blocks}\n</documents>")
         parts.append(f"Question: {inert(question.strip())}")
         return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}]
+
+    def chunk_pieces(self, contexts: Sequence[ContextBlock]) -> list[str]:
+        """Each retrieved block as the prompt shows it after its `[n]` label (made inert): the pieces
+        whose KV caches `generation.kv_reuse` encodes once and reuses (`core/kv_reuse.py`)."""
+        inert = self.guard.inert
+        return [f" {inert(c.title) or 'Untitled'}\n{inert(c.text.strip())}" for c in contexts]
 
     def condense_messages(self, question: str, history: Messages) -> Messages:
         """The request that asks the generator to rewrite a follow-up as a standalone question (for

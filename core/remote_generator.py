@@ -152,6 +152,9 @@ class OpenAIGenerator:
     def prefill_precision(self, dtype: str | None = None) -> AbstractContextManager[Any]:
         return nullcontext()
 
+    def prefill_dtype_for(self, dtype: str | None = None) -> str:
+        return "float32"  # the server picks its own precision; nothing here runs a prompt
+
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -273,6 +276,7 @@ class OpenAIGenerator:
         sampling: Sampling | None = None,
         prefill_dtype: str | None = None,
         messages: Sequence[Messages] | None = None,
+        chunks: Sequence[tuple[str, ...]] | None = None,
     ) -> list[Generation]:
         """Complete each prompt's messages; `generation.batch_size` requests in flight at a time."""
         if messages is None or len(messages) != len(prompts):
@@ -297,6 +301,7 @@ class OpenAIGenerator:
         sampling: Sampling | None = None,
         prefill_dtype: str | None = None,
         messages: Messages | None = None,
+        chunks: tuple[str, ...] = (),
     ) -> Iterator[str | Generation]:
         """Text pieces as the server sends them, then the Generation; closing the iterator early closes
         the connection, which stops the server's decode."""

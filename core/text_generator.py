@@ -48,6 +48,11 @@ class TextGenerator(Protocol):
 
     def prefill_precision(self, dtype: str | None = None) -> AbstractContextManager[Any]: ...
 
+    def prefill_dtype_for(self, dtype: str | None = None) -> str:
+        """The precision (float32 | bfloat16) a prompt's forward pass gets, `dtype` (a call's choice,
+        auto allowed) or `generation.prefill_dtype` resolved for this device."""
+        ...
+
     def count_tokens(self, text: str) -> int: ...
 
     def generate(
@@ -58,6 +63,7 @@ class TextGenerator(Protocol):
         sampling: Sampling | None = None,
         prefill_dtype: str | None = None,
         messages: Sequence[Messages] | None = None,
+        chunks: Sequence[tuple[str, ...]] | None = None,
     ) -> list[Generation]: ...
 
     def generate_rows(
@@ -76,6 +82,7 @@ class TextGenerator(Protocol):
         sampling: Sampling | None = None,
         prefill_dtype: str | None = None,
         messages: Messages | None = None,
+        chunks: tuple[str, ...] = (),
     ) -> Iterator[str | Generation]: ...
 
 

@@ -86,6 +86,7 @@ async def start(
         emit=async_emitter(asyncio.get_running_loop(), events),
         messages=prep.messages,
         sampling=options.sampling,
+        chunks=prep.chunks,
     )
     scheduler.submit(job)
     return Running(prep, job, events, t0, pipeline, request.app.state.metrics)

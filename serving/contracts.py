@@ -33,6 +33,7 @@ class Prepared:
     snapshot: str | None
     retrieve_ms: float
     messages: Messages = field(default_factory=list)
+    chunks: tuple[str, ...] = ()  # the prompt's retrieved pieces whose KV caches are reused (kv_reuse)
 
 
 class AnswerPipeline(Protocol):

@@ -77,7 +77,7 @@ class Pipeline:
         with bf16 prefill, also the default adapter and its bf16 copy (about a second more)."""
         if self.index is not None and self.index.stats()["chunks"]:
             _ = self.index.model
-        if self.generator.config.prefill_dtype == "bfloat16":
+        if self.generator.prefill_dtype_for() == "bfloat16":
             try:
                 name = self.resolve_adapter("hybrid", None)
             except (ConfigError, DataError, NotFoundError):
@@ -268,9 +268,13 @@ class Pipeline:
                     snapshot=snapshot,
                     retrieve_ms=retrieve_ms + condense_ms,
                     messages=messages,
+                    chunks=tuple(builder.chunk_pieces(ctx)) if ctx and self._reuses(opts) else (),
                 )
             )
         return out
+
+    def _reuses(self, opts: AnswerOptions) -> bool:
+        return opts.kv_reuse if opts.kv_reuse is not None else self.config.generation.kv_reuse
 
     def prepare_chat(self, messages: Messages, options: AnswerOptions) -> Prepared:
         """A client's chat messages as they are, no retrieval, no house system prompt: what
@@ -336,6 +340,7 @@ class Pipeline:
             sampling=opts.sampling,
             prefill_dtype=opts.prefill_dtype,
             messages=[p.messages for p in preps],
+            chunks=[p.chunks for p in preps],
         )
         wall = (time.perf_counter() - t0) * 1000
         return [
@@ -353,7 +358,13 @@ class Pipeline:
         prep = self.prepare(question, opts)
         gen: Generation | None = None
         for item in self.generator.stream(
-            prep.prompt, prep.adapter, opts.max_new_tokens, opts.sampling, opts.prefill_dtype, prep.messages
+            prep.prompt,
+            prep.adapter,
+            opts.max_new_tokens,
+            opts.sampling,
+            opts.prefill_dtype,
+            prep.messages,
+            prep.chunks,
         ):
             if isinstance(item, Generation):
                 gen = item

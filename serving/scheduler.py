@@ -53,6 +53,7 @@ class Job:
     first_token_at: float | None = None
     messages: Messages | None = None  # what a chat backend (`models.generator_backend: openai`) sends
     sampling: Sampling | None = None  # None: the `generation` config's
+    chunks: tuple[str, ...] = ()  # retrieved pieces whose KV caches are reused (`generation.kv_reuse`)
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -261,6 +262,7 @@ class Scheduler:
                 messages=j.messages,
                 on_text=self._on_text(j),
                 stop=stop,
+                chunks=j.chunks,
             )
             for j, text, stop in zip(jobs, texts, stops, strict=True)
         ]

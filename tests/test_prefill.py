@@ -43,7 +43,7 @@ def test_long_prompt_prefills_in_bf16_and_hands_over_a_float32_cache(generator):
         exact = generator.model(**enc).logits[0, -1]
     assert int(fast.argmax()) == int(exact.argmax())
     assert torch.nn.functional.cosine_similarity(fast, exact, dim=0) > 0.99
-    assert "past_key_values" not in generator._inputs(enc, None)  # float32 (the default) never caches
+    assert "past_key_values" not in generator._inputs(enc, None, "float32")  # float32 never caches
 
 
 def test_short_prompts_stay_float32_and_padded_rows_continue_correctly(generator):
@@ -118,12 +118,14 @@ def test_prefill_dtype_arm_knob_applies_for_its_arm_only(pipeline_factory):
         backend = InProcessBackend(shared)
         bf16 = ArmSpec(name="rag-bf16", mode="rag", prefill_dtype="bfloat16", max_new_tokens=4)
         fast = backend.answer([QUESTION], bf16, None)[0]
-        plain = backend.answer([QUESTION], ArmSpec(name="rag", mode="rag", max_new_tokens=4), None)[0]
+        plain = backend.answer(
+            [QUESTION], ArmSpec(name="rag", mode="rag", prefill_dtype="float32", max_new_tokens=4), None
+        )[0]
     finally:
         del gen._inputs
     assert fast.usage.prompt_tokens >= BF16_PREFILL_MIN_TOKENS  # long enough for the bf16 prefill
     assert seen == ["bfloat16", "float32"]
-    assert gen.config.prefill_dtype == "float32" and shared.config.generation.prefill_dtype == "float32"
+    assert gen.config.prefill_dtype == "auto" and shared.config.generation.prefill_dtype == "auto"
     assert plain.usage.prompt_tokens == fast.usage.prompt_tokens
 
 

@@ -208,27 +208,34 @@ def test_gradient_checkpointing_and_bf16_train_on_cpu(tmp_path: Path):
 # --- training memory: checkpointing on when the batch needs it, freed memory back to the OS ----------
 
 
-def test_gradient_checkpointing_auto_turns_on_for_the_default_ft100_batch(model_and_tokenizer, tmp_path: Path):
-    from ragtune.tuning.trainer import _resolve_checkpointing, wants_checkpointing
+def test_memory_auto_splits_the_default_ft100_batch_before_checkpointing(model_and_tokenizer, tmp_path: Path):
+    from ragtune.tuning.trainer import MemoryPlan, _resolve_memory, memory_plan
 
     base, _ = model_and_tokenizer
     run = _run(tmp_path)
     assert run.tuning.gradient_checkpointing == "auto"  # the default
-    assert wants_checkpointing(run.tuning, base.config)  # batch 8 x 384 on SmolLM2-135M: ~6 GB of activations
-    assert not wants_checkpointing(_run(tmp_path, batch_size=2).tuning, base.config)  # small batches stay fast
-    assert not wants_checkpointing(_run(tmp_path, gradient_checkpointing=False).tuning, base.config)
-    assert wants_checkpointing(_run(tmp_path, batch_size=1, gradient_checkpointing=True).tuning, base.config)
-    # decided on the rows as they are: the sample's longest row (245 tokens) keeps it on, short rows turn it off
-    assert wants_checkpointing(run.tuning, base.config, longest=245)
-    assert not wants_checkpointing(run.tuning, base.config, longest=100)
-    assert wants_checkpointing(run.tuning, base.config, longest=10_000)  # bounded by max_length, still on
+    # batch 8 x 384 on SmolLM2-135M: ~6 GB of activations; one row at a time stays under 1 GB, same batch per step
+    assert memory_plan(run.tuning, base.config) == MemoryPlan(1, 8, False)
+    assert memory_plan(_run(tmp_path, batch_size=2).tuning, base.config, longest=245) == MemoryPlan(2, 1, False)
+    assert memory_plan(_run(tmp_path, batch_size=6, grad_accum=2).tuning, base.config) == MemoryPlan(1, 12, False)
+    # explicit settings are kept as they are
+    assert memory_plan(_run(tmp_path, gradient_checkpointing=False).tuning, base.config) == MemoryPlan(8, 1, False)
+    assert memory_plan(_run(tmp_path, gradient_checkpointing=True).tuning, base.config) == MemoryPlan(8, 1, True)
+    # decided on the rows as they are: the sample's longest row (245 tokens) splits in 2s, ~60-token rows need no split
+    assert memory_plan(run.tuning, base.config, longest=245) == MemoryPlan(2, 4, False)
+    assert memory_plan(run.tuning, base.config, longest=100) == MemoryPlan(4, 2, False)
+    assert memory_plan(run.tuning, base.config, longest=60) == MemoryPlan(8, 1, False)
+    # only when one row alone is over the budget does checkpointing come on (bounded by max_length)
+    long = _run(tmp_path, max_length=4096)
+    assert memory_plan(long.tuning, base.config, longest=10_000) == MemoryPlan(8, 1, True)
 
     class _Model:
         config = base.config
 
-    resolved = _resolve_checkpointing(run, _Model())
-    assert resolved.tuning.gradient_checkpointing is True and resolved.config.workspace == run.config.workspace
-    assert run.tuning.gradient_checkpointing == "auto"  # the caller's config is left as it was
+    resolved = _resolve_memory(run, _Model())
+    assert (resolved.tuning.batch_size, resolved.tuning.grad_accum) == (1, 8)
+    assert resolved.tuning.gradient_checkpointing is False and resolved.config.workspace == run.config.workspace
+    assert run.tuning.gradient_checkpointing == "auto" and run.tuning.batch_size == 8  # the caller's config is kept
 
 
 _HEAP_PROBE = """

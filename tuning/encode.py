@@ -10,6 +10,7 @@ import random
 from collections.abc import Iterable
 from typing import Any
 
+from ragtune.core.kv_reuse import piece_ids
 from ragtune.core.prompt import PromptBuilder
 from ragtune.tuning.cleaning import CleanReport
 from ragtune.tuning.data import Example
@@ -26,8 +27,14 @@ def encode_examples(
     seed: int,
     overlong: str = "drop",
     report: CleanReport | None = None,
+    *,
+    independent_chunks: bool = False,
 ) -> tuple[list[Row], int]:
-    """Tokenise; returns (rows, number dropped as too long). `overlong="truncate"` cuts the answer's tail."""
+    """Tokenise; returns (rows, number dropped as too long). `overlong="truncate"` cuts the answer's tail.
+
+    `independent_chunks`: rows with retrieved context are tokenized piece by piece as `generation.kv_reuse`
+    does and carry `chunk_of` (each token's chunk, -1 outside chunks), from which the collator makes the
+    attention that reuse has at answer time (`tuning/chunk_attention.py`)."""
     tok = builder.tokenizer
     rng = random.Random(seed)
     rows: list[Row] = []
@@ -35,8 +42,13 @@ def encode_examples(
     for ex in examples:
         ctx = ex.context if ex.context and rng.random() >= context_dropout else None
         prompt, full = builder.training_pair(ex.question, ex.answer, ctx)
-        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-        f_ids = tok(full, add_special_tokens=False)["input_ids"]
+        chunk_of: list[int] | None = None
+        if independent_chunks:
+            p_ids, chunk_of = piece_ids(tok, prompt, builder.chunk_pieces(ctx) if ctx else [])
+            f_ids = p_ids + tok(full[len(prompt) :], add_special_tokens=False)["input_ids"]
+        else:
+            p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+            f_ids = tok(full, add_special_tokens=False)["input_ids"]
         if len(f_ids) > max_length:
             if overlong == "truncate" and len(p_ids) + MIN_ANSWER_TOKENS <= max_length:
                 f_ids = f_ids[:max_length]
@@ -46,7 +58,10 @@ def encode_examples(
                 dropped += 1
                 continue
         labels = [-100] * len(p_ids) + f_ids[len(p_ids) :]
-        rows.append({"input_ids": f_ids, "attention_mask": [1] * len(f_ids), "labels": labels})
+        row = {"input_ids": f_ids, "attention_mask": [1] * len(f_ids), "labels": labels}
+        if chunk_of is not None:
+            row["chunk_of"] = (chunk_of + [-1] * len(f_ids))[: len(f_ids)]
+        rows.append(row)
     if report is not None and dropped:
         report.drop(f"longer than max_length={max_length} tokens", dropped)
         report.kept -= dropped

@@ -83,6 +83,7 @@ SERVER_SIDE = (
     "compress",
     "max_context_tokens",
     "prefill_dtype",
+    "kv_reuse",
     "sampling",
     "generator",
 )
