@@ -123,8 +123,10 @@ def target(name: str, value: float, goal: float, op: str) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats on fewer questions (under two minutes)")
+    ap.add_argument("--repeats", type=int, default=None, help="A/A and known-difference repeats (default 40; quick 3)")
     args = ap.parse_args()
     reps, n, max_new = (3, 6, 4) if args.quick else (40, 32, 16)
+    reps = args.repeats or reps
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         cfg, backend = setup(Path(tmp) / "ws", max_new)

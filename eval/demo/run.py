@@ -35,12 +35,11 @@ def _pct(v: float | None) -> str:
 
 def _rich_table(title: str, summary: dict[str, dict[str, Any]]) -> Table:
     t = Table(title=title)
-    for col in ("arm", "accuracy", "format", "hit@k", "p50 ms", "p95 ms"):
+    for col in ("arm", "accuracy", "format", "hit@k", "latency n", "p50 ms", "p95 ms"):
         t.add_column(col, justify="left" if col == "arm" else "right")
     for arm, s in summary.items():
-        t.add_row(
-            arm, _pct(s["accuracy"]), _pct(s["format"]), _pct(s["hit_at_k"]), ms_cell(s, "p50_ms"), ms_cell(s, "p95_ms")
-        )
+        cells = [_pct(s["accuracy"]), _pct(s["format"]), _pct(s["hit_at_k"]), str(s.get("latency_n", "–"))]
+        t.add_row(arm, *cells, ms_cell(s, "p50_ms"), ms_cell(s, "p95_ms"))
     return t
 
 
