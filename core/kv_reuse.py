@@ -258,15 +258,23 @@ def rotary_of(model: Any) -> Any | None:
     return rotary
 
 
-def shift_keys(keys: torch.Tensor, offset: int, rotary: Any) -> torch.Tensor:
-    """Keys encoded at positions 0..n-1 ([kv_heads, n, head_dim]) as if encoded at offset..offset+n-1."""
+def rotation(offset: int, rotary: Any, head_dim: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of a rotation by `offset` positions ([head_dim] each), computed once per chunk."""
+    probe = torch.zeros(1, 1, head_dim, device=device)
+    cos, sin = rotary(probe, torch.tensor([[offset]], device=device))
+    return cos[0, 0], sin[0, 0]
+
+
+def shift_keys(
+    keys: torch.Tensor, offset: int, rotary: Any, turn: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> torch.Tensor:
+    """Keys encoded at positions 0..n-1 ([kv_heads, n, head_dim]) as if encoded at offset..offset+n-1;
+    `turn` is `rotation(offset, ...)` when the caller already has it."""
     if offset == 0:
         return keys
-    n = keys.shape[1]
-    positions = torch.full((1, n), offset, dtype=torch.long, device=keys.device)
-    cos, sin = rotary(keys.unsqueeze(0).float(), positions)  # [1, n, head_dim]
+    cos, sin = turn if turn is not None else rotation(offset, rotary, keys.shape[-1], keys.device)
     k = keys.float()
-    return (k * cos[0] + _rotate_half(k) * sin[0]).to(keys.dtype)
+    return (k * cos + _rotate_half(k) * sin).to(keys.dtype)
 
 
 @dataclass
@@ -309,7 +317,8 @@ class ChunkEncoder:
         for i, seg in enumerate(segments):
             if seg.chunk or (i == 0 and len(segments) > 1):  # the opening is shared by every prompt too
                 piece_ids, kv = self.piece(model, tokenizer, seg.text, tag)
-                keys = [shift_keys(k, len(ids), rotary) for k in kv.keys]
+                turn = rotation(len(ids), rotary, kv.keys[0].shape[-1], kv.keys[0].device) if ids else None
+                keys = [shift_keys(k, len(ids), rotary, turn) for k in kv.keys]
                 parts.append(ChunkKV(keys, kv.values))
                 ids += piece_ids
             else:
