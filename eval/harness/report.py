@@ -124,15 +124,16 @@ def latency_doc(samples: Sequence[LatencySample], resamples: int, seed: int, alp
 def latency_markdown(doc: dict[str, Any]) -> str:
     lat = doc.get("latency") or {}
     tests = [RatioTest.model_validate(t) for t in lat.get("comparisons", [])]
-    lines = [
-        latency_table(doc["summary"]),
-        "",
-        f"Latency from {lat.get('n', 0)} questions timed one request at a time, every arm back to back in a "
+    how = (
+        f"Latency from {lat['n']} questions timed one request at a time, every arm back to back in a "
         "seeded shuffled order after an uncounted warm-up. TTFT = time to first token (retrieval included); "
         "TPOT = time per output token after the first; equal length = TTFT + TPOT x (L - 1) at "
         f"L = {lat.get('common_length', 0):.0f} tokens, the median output length over all arms. "
-        "p95 needs 20 samples and p99 100.",
-    ]
+        if lat.get("n")
+        else "Latency from each arm's first `latency n` questions, answered one request at a time as the arm "
+        "ran (no interleaved sample in this run, so no paired ratios). TTFT = time to first token. "
+    )
+    lines = [latency_table(doc["summary"]), "", how + "p95 needs 20 samples and p99 100."]
     if tests:
         lines += ["", "Paired latency ratios (end-to-end at equal length; Holm over the pairs):", ""]
         lines += [ratio_table(tests)]
