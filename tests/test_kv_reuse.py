@@ -215,6 +215,7 @@ def test_independent_chunk_rows_and_collator(generator):
         tok.padding_side = "left"
 
 
+@pytest.mark.slow  # a training run (CI runs it; the local `make test` leaves it out)
 def test_training_with_independent_chunks_records_it(tmp_path: Path):
     from ragtune.core.adapters import read_card
     from ragtune.core.config import load_config
