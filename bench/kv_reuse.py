@@ -72,9 +72,10 @@ def _accuracy(pipeline: Any, items: list[EvalItem]) -> dict[str, Any]:
         "full_apart": _f1s(pipeline, items, APART, False),
     }
     out: dict[str, Any] = {"f1": {k: round(sum(v) / len(v), 4) for k, v in f1.items()}}
-    for name in ("reuse_plain", "reuse_apart", "full_apart"):
-        diff, low, high = _paired_bootstrap(f1[name], f1["full_plain"])
-        out[f"{name}_minus_full_plain"] = {"diff": round(diff, 4), "ci95": [round(low, 4), round(high, 4)]}
+    pairs = [(x, "full_plain") for x in ("reuse_plain", "reuse_apart", "full_apart")]
+    for a, b in [*pairs, ("reuse_apart", "full_apart")]:  # the last: what reuse costs the adapter trained for it
+        diff, low, high = _paired_bootstrap(f1[a], f1[b])
+        out[f"{a}_minus_{b}"] = {"diff": round(diff, 4), "ci95": [round(low, 4), round(high, 4)]}
     return out
 
 
@@ -156,6 +157,7 @@ def main() -> None:
     ttft = speed["hybrid-reuse/ft ttft_ms"]["ratio"]
     e2e = speed["hybrid-reuse/ft e2e_equal_ms"]["ratio"]
     low = accuracy["reuse_apart_minus_full_plain"]["ci95"][0]
+    low_own = accuracy["reuse_apart_minus_full_apart"]["ci95"][0]
     targets = [
         {"name": "hybrid-with-reuse / ft, TTFT", "value": ttft, "target": 1.15, "op": "<=", "met": ttft <= 1.15},
         {
@@ -166,11 +168,18 @@ def main() -> None:
             "met": e2e <= 1.15,
         },
         {
-            "name": "F1 reuse (trained adapter) - full prefill, 95% low end",
+            "name": "F1 reuse (trained adapter) - full prefill (plain adapter), 95% low end",
             "value": low,
             "target": -0.02,
             "op": ">=",
             "met": low >= -0.02,
+        },
+        {
+            "name": "F1 reuse - full prefill, both with the trained adapter, 95% low end",
+            "value": low_own,
+            "target": -0.02,
+            "op": ">=",
+            "met": low_own >= -0.02,
         },
     ]
     print(
