@@ -425,10 +425,13 @@ class Generator:
     @property
     def chunk_store(self) -> KVStore:
         """The reused chunk caches (made on first use, sized by `generation.kv_cache_mb`)."""
+        return self._encoder().store
+
+    def _encoder(self) -> ChunkEncoder:
         if self._chunks is None:
             store = KVStore(self.config.kv_cache_mb << 20, self.config.kv_cache_dir)
             self._chunks = ChunkEncoder(store, str(getattr(self.model.config, "_name_or_path", "")))
-        return self._chunks.store
+        return self._chunks
 
     def _adapter_tag(self, adapter: str | None) -> str:
         """What identifies the adapter's weights in the cache key: a digest of its weight file."""
@@ -444,16 +447,13 @@ class Generator:
         if rotary is None:
             _warn_once("this model's positions are not plain RoPE: kv_reuse is off, prompts are prefilled in full")
             return None
-        _ = self.chunk_store
-        assert self._chunks is not None
+        encoder = self._encoder()
         model = self.prefill_copies.get(self.model, adapter) if dtype == "bfloat16" else self.model
         tag = (self._adapter_tag(adapter), dtype)
         caches = []
         for row in rows:
             segments = split_prompt(row.prompt, row.chunks) if row.chunks else None
-            caches.append(
-                self._chunks.row(model, self.tokenizer, segments or [Segment(row.prompt, False)], tag, rotary)
-            )
+            caches.append(encoder.row(model, self.tokenizer, segments or [Segment(row.prompt, False)], tag, rotary))
         return batch_inputs(caches, int(self.tokenizer.pad_token_id), self.model.device)
 
     def stream(
