@@ -63,3 +63,19 @@ def test_the_probe_agrees_with_the_cpu_flags():
         pytest.skip("no /proc/cpuinfo flags on this system")
     assert precision.cpu_native_bf16() == bool(flags & set(precision.NATIVE_CPU_FLAGS))
     assert bf16_cpu_cost() > 0
+
+
+def test_auto_adds_no_bf16_pass_to_a_model_already_in_reduced_precision(generator, cpu_bf16):
+    """On a GPU the weights are bf16/fp16 already (`models.dtype: auto`): a bf16 prefill copy would only
+    double the memory, so auto keeps the model's own prompt pass."""
+    import copy
+
+    import torch
+
+    from ragtune.core.generator import Generator
+
+    cpu_bf16(True)
+    assert Generator(generator.model, generator.tokenizer).prefill_dtype_for() == "bfloat16"
+    half = copy.deepcopy(generator.model).to(torch.bfloat16)
+    assert Generator(half, generator.tokenizer).prefill_dtype_for() == "float32"
+    assert Generator(half, generator.tokenizer).prefill_dtype_for("bfloat16") == "bfloat16"  # asked for: honoured
