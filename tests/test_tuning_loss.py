@@ -208,7 +208,9 @@ def test_gradient_checkpointing_and_bf16_train_on_cpu(tmp_path: Path):
 # --- training memory: checkpointing on when the batch needs it, freed memory back to the OS ----------
 
 
-def test_memory_auto_splits_the_default_ft100_batch_before_checkpointing(model_and_tokenizer, tmp_path: Path):
+def test_memory_auto_splits_the_default_ft100_batch_before_checkpointing(
+    model_and_tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     from ragtune.tuning.trainer import MemoryPlan, _resolve_memory, memory_plan
 
     base, _ = model_and_tokenizer
@@ -228,6 +230,17 @@ def test_memory_auto_splits_the_default_ft100_batch_before_checkpointing(model_a
     # only when one row alone is over the budget does checkpointing come on (bounded by max_length)
     long = _run(tmp_path, max_length=4096)
     assert memory_plan(long.tuning, base.config, longest=10_000) == MemoryPlan(8, 1, True)
+
+    # a CUDA GPU's budget is a third of its free memory (simulated: no GPU here), so it keeps the batch whole
+    import torch
+
+    from ragtune.tuning.trainer import activations_budget
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (30 << 30, 40 << 30))
+    assert activations_budget("cuda") == 10 << 30 and activations_budget("cpu") == 1 << 30
+    assert memory_plan(run.tuning, base.config, budget=activations_budget("cuda")) == MemoryPlan(8, 1, False)
+    monkeypatch.undo()
 
     class _Model:
         config = base.config

@@ -327,11 +327,25 @@ class MemoryPlan:
     checkpointing: bool
 
 
-def memory_plan(cfg: TuningConfig, model_config: Any, longest: int | None = None) -> MemoryPlan:
+def activations_budget(device: str) -> int:
+    """Activation memory a micro-batch may keep: 1 GB in host memory (CPU, MPS); on a CUDA GPU a third of
+    its free memory, so a GPU keeps large micro-batches (small ones leave it idle)."""
+    if device.startswith("cuda") and cuda_available():
+        import torch
+
+        free, _total = torch.cuda.mem_get_info()
+        return max(ACTIVATIONS_BUDGET_BYTES, int(free) // 3)
+    return ACTIVATIONS_BUDGET_BYTES
+
+
+def memory_plan(
+    cfg: TuningConfig, model_config: Any, longest: int | None = None, budget: int = ACTIVATIONS_BUDGET_BYTES
+) -> MemoryPlan:
     """`tuning.gradient_checkpointing` resolved. auto keeps a micro-batch of the longest rows (`longest`
-    tokens, at most `tuning.max_length`) under 1 GB of activations by splitting the batch into
-    micro-batches with gradient accumulation (the same optimizer steps: the answer-token loss is summed
-    over the whole batch, `tuning/loss.py`), and turns checkpointing on only when one row alone is over.
+    tokens, at most `tuning.max_length`) within `budget` of activations (`activations_budget`: 1 GB in
+    host memory) by splitting the batch into micro-batches with gradient accumulation (the same
+    optimizer steps: the answer-token loss is summed over the whole batch, `tuning/loss.py`), and turns
+    checkpointing on only when one row alone is over.
 
     Why splitting first: recomputing activations costs a third more compute, and on the CPU
     checkpointing also needs glibc's heap held back (`limit_heap_retention`, page faults on every
@@ -342,7 +356,7 @@ def memory_plan(cfg: TuningConfig, model_config: Any, longest: int | None = None
         return configured
     length = min(longest, cfg.max_length) if longest else cfg.max_length
     for micro in range(cfg.batch_size, 0, -1):
-        if cfg.batch_size % micro == 0 and activation_bytes(model_config, micro, length) <= ACTIVATIONS_BUDGET_BYTES:
+        if cfg.batch_size % micro == 0 and activation_bytes(model_config, micro, length) <= budget:
             return MemoryPlan(micro, cfg.grad_accum * (cfg.batch_size // micro), False)
     return MemoryPlan(cfg.batch_size, cfg.grad_accum, True)
 
@@ -354,7 +368,7 @@ def _longest_row(data: _Data) -> int:
 def _resolve_memory(run: _Run, model: Any, longest: int | None = None) -> _Run:
     """The run with its memory plan applied: `tuning.gradient_checkpointing` as a bool, `batch_size` and
     `grad_accum` as the micro-batch and accumulation that run (its card and resume fingerprint record them)."""
-    plan = memory_plan(run.tuning, getattr(model, "config", None), longest)
+    plan = memory_plan(run.tuning, getattr(model, "config", None), longest, activations_budget(run.device))
     update = {
         "gradient_checkpointing": plan.checkpointing,
         "batch_size": plan.micro_batch,
