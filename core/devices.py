@@ -14,7 +14,7 @@ from typing import Any, Literal
 import torch
 
 from ragtune.core.errors import ConfigError
-from ragtune.core.precision import warn_if_emulated
+from ragtune.core.precision import native_bf16, warn_if_emulated
 
 Device = Literal["cpu", "cuda", "mps"]
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -61,7 +61,7 @@ def resolve_device(cfg: Any = "auto") -> Device:
 
 def bf16_supported(device: str) -> bool:
     if device == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
+        return native_bf16("cuda")
     return device == "cpu"  # CPU autocast and kernels support bf16; MPS only on recent macOS, so not assumed
 
 

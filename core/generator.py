@@ -8,7 +8,6 @@ it for one row in a worker thread, and the scheduler hands it rows of concurrent
 from __future__ import annotations
 
 import hashlib
-import logging
 import queue
 import threading
 import time
@@ -24,7 +23,15 @@ from transformers.generation.streamers import BaseStreamer
 
 from ragtune.core.config import GenerationConfig
 from ragtune.core.errors import NotFoundError
-from ragtune.core.kv_reuse import ChunkEncoder, KVStore, Segment, batch_inputs, rotary_of, split_prompt
+from ragtune.core.kv_reuse import (
+    ChunkEncoder,
+    KVStore,
+    Segment,
+    batch_inputs,
+    rotary_of,
+    split_prompt,
+    warn_not_rope,
+)
 from ragtune.core.models import peft_wrapping
 from ragtune.core.options import Sampling
 from ragtune.core.precision import resolve_prefill_dtype
@@ -448,7 +455,7 @@ class Generator:
     def _reuse_inputs(self, rows: list[RowRequest], adapter: str | None, dtype: str) -> dict[str, Any] | None:
         rotary = rotary_of(self.model)
         if rotary is None:
-            _warn_once("this model's positions are not plain RoPE: kv_reuse is off, prompts are prefilled in full")
+            warn_not_rope(str(getattr(self.model.config, "model_type", "this model's")))
             return None
         encoder = self._encoder()
         model = self.prefill_copies.get(self.model, adapter) if dtype == "bfloat16" else self.model
@@ -491,16 +498,6 @@ class Generator:
         finally:
             stop.set()
             thread.join()
-
-
-_warned: set[str] = set()
-log = logging.getLogger(__name__)
-
-
-def _warn_once(message: str) -> None:
-    if message not in _warned:
-        _warned.add(message)
-        log.warning(message)
 
 
 def _pieces(

@@ -26,6 +26,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -137,8 +138,10 @@ class KVStore:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self._disk_bytes = 0
         if disk is not None:
             disk.mkdir(parents=True, exist_ok=True)
+            self._disk_bytes = sum(f.stat().st_size for f in disk.glob("*.safetensors"))
 
     def get(self, key: str) -> ChunkKV | None:
         with self._lock:
@@ -202,6 +205,7 @@ class KVStore:
         tensors.update({f"v{n}": v.contiguous() for n, v in enumerate(kv.values)})
         try:
             save_file(tensors, str(tmp))
+            self._disk_bytes += tmp.stat().st_size
             tmp.replace(path)
         except OSError as exc:
             log.warning("KV cache not written to disk (%s); it stays in memory", exc)
@@ -210,14 +214,15 @@ class KVStore:
         self._trim_disk()
 
     def _trim_disk(self) -> None:
-        if self.disk is None:
+        """Oldest files out while over `disk_max_bytes` (the folder is listed only then)."""
+        if self.disk is None or self._disk_bytes <= self.disk_max_bytes:
             return
         files = sorted(self.disk.glob("*.safetensors"), key=lambda p: p.stat().st_mtime)
-        total = sum(p.stat().st_size for p in files)
+        self._disk_bytes = sum(p.stat().st_size for p in files)  # also counts other writers' files
         for p in files:
-            if total <= self.disk_max_bytes:
+            if self._disk_bytes <= self.disk_max_bytes:
                 break
-            total -= p.stat().st_size
+            self._disk_bytes -= p.stat().st_size
             p.unlink(missing_ok=True)
 
     def clear(self) -> None:
@@ -240,6 +245,12 @@ class KVStore:
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+@cache
+def warn_not_rope(model_type: str) -> None:
+    """Said once per model type: reuse is off for it."""
+    log.warning("%s positions are not plain RoPE: kv_reuse is off, prompts are prefilled in full", model_type)
 
 
 def rotary_of(model: Any) -> Any | None:
@@ -313,24 +324,30 @@ class ChunkEncoder:
         """The prompt's opening and chunks from the store, the rest in one pass over the joined cache."""
         ids: list[int] = []
         parts: list[ChunkKV] = []
+        stored: list[int] = []  # positions of the stored pieces' tokens, in cache order
         fresh: list[tuple[int, list[int]]] = []  # (first position, ids) of the pieces computed now
         for i, seg in enumerate(segments):
             if seg.chunk or (i == 0 and len(segments) > 1):  # the opening is shared by every prompt too
                 piece_ids, kv = self.piece(model, tokenizer, seg.text, tag)
                 turn = rotation(len(ids), rotary, kv.keys[0].shape[-1], kv.keys[0].device) if ids else None
-                keys = [shift_keys(k, len(ids), rotary, turn) for k in kv.keys]
-                parts.append(ChunkKV(keys, kv.values))
-                ids += piece_ids
+                parts.append(ChunkKV([shift_keys(k, len(ids), rotary, turn) for k in kv.keys], kv.values))
+                stored += range(len(ids), len(ids) + len(piece_ids))
             else:
                 piece_ids = tokenizer(seg.text, add_special_tokens=False)["input_ids"]
                 fresh.append((len(ids), piece_ids))
-                ids += piece_ids
-        return self._rest(model, ids, parts, fresh)
+            ids += piece_ids
+        return self._rest(model, ids, parts, torch.tensor(stored, dtype=torch.long), fresh)
 
-    def _rest(self, model: Any, ids: list[int], parts: list[ChunkKV], fresh: list[tuple[int, list[int]]]) -> RowCache:
+    def _rest(
+        self,
+        model: Any,
+        ids: list[int],
+        parts: list[ChunkKV],
+        cached_pos: torch.Tensor,
+        fresh: list[tuple[int, list[int]]],
+    ) -> RowCache:
         """One forward over the pieces not in the store (all but the prompt's last token), each token
         seeing every cached or computed token at an earlier position."""
-        cached_pos = self._positions(parts, ids, fresh)
         query = [(p + j, t) for p, piece in fresh for j, t in enumerate(piece)]
         query = [(p, t) for p, t in query if p < len(ids) - 1]  # the last token is generate's first step
         layers = len(parts[0].keys) if parts else 0
@@ -351,15 +368,6 @@ class ChunkEncoder:
         out = model(input_ids=x, position_ids=qpos[None], attention_mask=mask, past_key_values=cache, use_cache=True)
         done = out.past_key_values.layers
         return RowCache(ids, [layer.keys[0] for layer in done], [layer.values[0] for layer in done])
-
-    @staticmethod
-    def _positions(parts: list[ChunkKV], ids: list[int], fresh: list[tuple[int, list[int]]]) -> torch.Tensor:
-        """Positions of the cached pieces' tokens, in the order they sit in the joined cache."""
-        fresh_at = {p + j for p, piece in fresh for j in range(len(piece))}
-        stored = [p for p in range(len(ids)) if p not in fresh_at]
-        if len(stored) != sum(kv.length for kv in parts):
-            raise RuntimeError("KV reuse: the stored pieces do not cover the prompt's cached positions")
-        return torch.tensor(stored, dtype=torch.long)
 
 
 def batch_inputs(rows: list[RowCache], pad_id: int, device: Any) -> dict[str, Any]:
