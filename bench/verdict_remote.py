@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,16 +31,13 @@ import yaml
 
 from ragtune.core.sample import sample_path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the shared loopback helper
+from net import free_port  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 BASE = "bundled:smollm2-135m-instruct"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_engine(workspace: Path, port: int, log: Path) -> subprocess.Popen[bytes]:

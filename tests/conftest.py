@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from net import free_port
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -144,7 +145,6 @@ def serving_pipeline(pipeline_factory, tmp_path_factory: pytest.TempPathFactory,
 def live_server():
     """Run an ASGI app with uvicorn on a free loopback port in a thread; yields its base URL."""
     import contextlib
-    import socket
     import threading
     import time
 
@@ -152,9 +152,7 @@ def live_server():
 
     @contextlib.contextmanager
     def run(app):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()

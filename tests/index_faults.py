@@ -13,7 +13,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from net import free_port
 
 from ragtune.retrieval.index import Index
 
@@ -221,14 +221,8 @@ def cli_args(target: Target, *args: str) -> list[str]:
     return [sys.executable, "-m", "ragtune.cli", *args, "--workspace", str(target.workspace)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _serve(target: Target) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         cli_args(target, "serve", "--port", str(port)),
         env=_env(target),

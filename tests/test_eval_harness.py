@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from net import free_port
 
 from ragtune.core.config import load_config
 from ragtune.core.errors import ConfigError, DataError
@@ -212,19 +212,13 @@ def test_freshness_scenario_reports_who_followed(generator, tmp_path: Path):
     assert "| rag | 1 |" in run.md_path.read_text()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_endpoint_black_box_against_live_server(pipeline_factory, tmp_path: Path):
     import uvicorn
 
     from ragtune.serving.app import create_app
 
     p = pipeline_factory()
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(p), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -251,7 +245,7 @@ def test_endpoint_black_box_against_live_server(pipeline_factory, tmp_path: Path
         with pytest.raises(Exception, match="cannot be set through the API"):
             run_arms(backend, ITEMS[:1], bad.arms, p.config, RunSettings(Scoring(), latency_samples=0, progress=False))
         with pytest.raises(Exception, match="cannot reach"):
-            HttpBackend(f"http://127.0.0.1:{_free_port()}").answer(["q"], suite.arms[0], None)
+            HttpBackend(f"http://127.0.0.1:{free_port()}").answer(["q"], suite.arms[0], None)
     finally:
         server.should_exit = True
         thread.join(timeout=10)

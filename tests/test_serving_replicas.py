@@ -4,7 +4,6 @@ other with the new snapshot, and both keep answering while a third process runs 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,16 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from net import free_port
 
 from ragtune.retrieval.pg_index import PgIndex
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _serve(ws: Path, port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

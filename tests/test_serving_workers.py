@@ -1,7 +1,6 @@
 """`ragtune serve --workers 2`: two processes over one workspace, loopback only without keys."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -10,15 +9,10 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from net import free_port
 
 from ragtune.core.config import load_config
 from ragtune.serving.workers import plan_bind
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fresh_get(url: str) -> httpx.Response:

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 import torch
+from net import free_port
 
 from ragtune.core.adapters import read_card, write_card
 from ragtune.core.config import Config, load_config
@@ -136,19 +136,13 @@ def test_resume_after_kill(tmp_path: Path):
     assert not ckpt.exists() and (result.path / "adapter_model.safetensors").is_file()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_two_process_ddp_writes_one_adapter_and_loss_goes_down(tmp_path: Path):
     data, overrides = _write_inputs(tmp_path, {"epochs": 1})
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     ws = tmp_path / "ws"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
     cmd += [str(script), str(data), str(overrides), str(ws), "ddp", "-"]
     r = subprocess.run(cmd, env={**_child_env(), "TEST_MAX_STEPS": "5"}, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
