@@ -19,6 +19,7 @@ from ragtune.core.errors import DataError
 from ragtune.eval.harness.arms import ArmSpec
 from ragtune.eval.harness.backends import InProcessBackend
 from ragtune.eval.harness.data import EvalItem
+from ragtune.eval.harness.markdown import md_table
 from ragtune.eval.harness.runner import Journal, Record, RunSettings, Scoring, run_arms
 
 
@@ -60,12 +61,11 @@ def freshness_markdown(table: dict[str, dict[str, Any]]) -> str:
         return "–" if v is None else f"{100 * v:.1f}%"
 
     rows = [
-        f"| {a} | {f['n']} | {pct(f['before'])} | {pct(f['after'])} | {pct(f['stale_after'])} | "
-        f"{'yes' if f['followed'] else 'no'} |"
+        [a, f["n"], pct(f["before"]), pct(f["after"]), pct(f["stale_after"]), "yes" if f["followed"] else "no"]
         for a, f in table.items()
     ]
-    head = "| arm | n | correct before (old facts) | correct after (new facts) | stale after | followed |"
-    return "\n".join([head, "|---|---:|---:|---:|---:|---|", *rows])
+    header = ["arm", "n", "correct before (old facts)", "correct after (new facts)", "stale after", "followed"]
+    return md_table(header, rows, "lrrrrl")
 
 
 def run_freshness(

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, Field
 
 from ragtune.eval.harness import metrics
+from ragtune.eval.harness.markdown import md_table
 
 if TYPE_CHECKING:  # records are only read; the runner (and the model stack it imports) is not needed here
     from ragtune.eval.harness.runner import Record
@@ -137,7 +138,5 @@ def label_markdown(rep: LabelReport) -> str:
         f"(its extracted span, the label it starts with, or the one label it names; else '{OTHER}')."
     ]
     for title, header, rows in label_tables(rep):
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        parts += [title, "\n".join(lines)]
+        parts += [title, md_table(header, rows)]
     return "\n\n".join(parts)

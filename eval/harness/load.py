@@ -29,6 +29,7 @@ from ragtune.core.errors import ConfigError, RagtuneError
 from ragtune.eval.harness.arms import ArmSpec
 from ragtune.eval.harness.backends import Api, api_body, server_side
 from ragtune.eval.harness.latency import percentile, timed_arms
+from ragtune.eval.harness.markdown import md_table
 from ragtune.serving.contracts import AnswerPipeline
 
 QUANTILES = (50, 95, 99)
@@ -362,9 +363,6 @@ def load_rows(doc: dict[str, Any]) -> list[list[str]]:
 
 
 def load_markdown(doc: dict[str, Any], plot: str | None = None) -> str:
-    head = "| " + " | ".join(LOAD_HEADER) + " |"
-    sep = "|---|" + "---:|" * (len(LOAD_HEADER) - 1)
-    body = ["| " + " | ".join(row) + " |" for row in load_rows(doc)]
     intro = (
         f"Closed loop through {doc.get('target', 'the server')}: at level c, c clients each send the next "
         f"question when their answer has streamed in; at least {doc.get('requests')} requests per level "
@@ -373,4 +371,5 @@ def load_markdown(doc: dict[str, Any], plot: str | None = None) -> str:
     tail = [f"Latency p50 against throughput per arm: {plot}"] if plot else []
     if doc.get("skipped"):
         tail.append(f"Not run under load (server-side settings no request can carry): {', '.join(doc['skipped'])}")
-    return "\n".join([intro, "", head, sep, *body, "", *tail]).rstrip()
+    table = md_table(LOAD_HEADER, load_rows(doc), "l" + "r" * (len(LOAD_HEADER) - 1))
+    return "\n".join([intro, "", table, "", *tail]).rstrip()

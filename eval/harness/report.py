@@ -15,6 +15,7 @@ from ragtune.eval.harness.analysis import compare_arms, intervals, order_metrics
 from ragtune.eval.harness.latency import COMPARED, LatencySample, RatioTest, common_length, compare_latency
 from ragtune.eval.harness.load import load_markdown
 from ragtune.eval.harness.manifest import manifest
+from ragtune.eval.harness.markdown import md_table
 from ragtune.eval.harness.runner import Record
 from ragtune.eval.harness.schema import SCHEMA_VERSION
 from ragtune.eval.harness.stats import PairTest
@@ -54,15 +55,11 @@ def _cell(value: Any, kind: str) -> str:
 
 
 def table(summary: dict[str, dict[str, Any]], columns: Sequence[tuple[str, str, str]] = COLUMNS) -> str:
-    head = "| arm | n | " + " | ".join(c[1] for c in columns) + " |"
-    sep = "|---|---:|" + "---:|" * len(columns)
     rows = [
-        f"| {arm} | {s['n']} | "
-        + " | ".join(ms_cell(s, key) if kind == "ms" else _cell(s.get(key), kind) for key, _, kind in columns)
-        + " |"
+        [arm, s["n"], *(ms_cell(s, key) if kind == "ms" else _cell(s.get(key), kind) for key, _, kind in columns)]
         for arm, s in summary.items()
     ]
-    return "\n".join([head, sep, *rows])
+    return md_table(["arm", "n", *(c[1] for c in columns)], rows, "l" + "r" * (len(columns) + 1))
 
 
 def _ci(iv: dict[str, Any] | None) -> str:
@@ -74,10 +71,8 @@ def _ci(iv: dict[str, Any] | None) -> str:
 def interval_table(ivs: dict[str, dict[str, Any]], names: Sequence[str]) -> str:
     """One row per metric, one column per arm: mean [95% CI]."""
     arms = list(ivs)
-    head = "| metric | " + " | ".join(arms) + " |"
-    sep = "|---|" + "---:|" * len(arms)
-    rows = [f"| {m} | " + " | ".join(_ci(ivs[a].get(m)) for a in arms) + " |" for m in names]
-    return "\n".join([head, sep, *rows])
+    rows = [[m, *(_ci(ivs[a].get(m)) for a in arms)] for m in names]
+    return md_table(["metric", *arms], rows, "l" + "r" * len(arms))
 
 
 def ms_cell(s: dict[str, Any], key: str) -> str:
@@ -88,27 +83,25 @@ def ms_cell(s: dict[str, Any], key: str) -> str:
 
 
 def latency_table(summary: dict[str, dict[str, Any]]) -> str:
-    head = "| arm | latency n | " + " | ".join(c[1] for c in LATENCY) + " | output tokens | questions/s |"
-    sep = "|---|---:|" + "---:|" * (len(LATENCY) + 2)
     rows = []
     for arm, s in summary.items():
         qps, out = s.get("throughput_qps"), s.get("latency_output_tokens", s.get("completion_tokens"))
         cells = [ms_cell(s, k) for k, _ in LATENCY]
         cells += ["–" if out is None else f"{out:.0f}", "–" if qps is None else f"{qps:.2f}"]
-        rows.append(f"| {arm} | {s.get('latency_n', '–')} | " + " | ".join(cells) + " |")
-    return "\n".join([head, sep, *rows])
+        rows.append([arm, s.get("latency_n", "–"), *cells])
+    header = ["arm", "latency n", *(c[1] for c in LATENCY), "output tokens", "questions/s"]
+    return md_table(header, rows, "l" + "r" * (len(header) - 1))
 
 
 def ratio_table(tests: Sequence[RatioTest]) -> str:
     """Paired latency ratios: geometric mean of per-question ratios a/b (< 1: a faster)."""
-    head = "| figure | arms | n | ratio a/b [95% CI] | test | p | p (Holm) | verdict |"
-    sep = "|---|---|---:|---|---|---:|---:|---|"
+    header = ["figure", "arms", "n", "ratio a/b [95% CI]", "test", "p", "p (Holm)", "verdict"]
     rows = [
-        f"| {t.metric} | {t.a} / {t.b} | {t.n} | {t.ratio:.3f} [{t.low:.3f}, {t.high:.3f}] | {t.test} | "
-        f"{t.p:.3g} | {t.p_holm:.3g} | {t.verdict} |"
+        [t.metric, f"{t.a} / {t.b}", t.n, f"{t.ratio:.3f} [{t.low:.3f}, {t.high:.3f}]", t.test]
+        + [f"{t.p:.3g}", f"{t.p_holm:.3g}", t.verdict]
         for t in tests
     ]
-    return "\n".join([head, sep, *rows])
+    return md_table(header, rows, "llrllrrl")
 
 
 def latency_doc(samples: Sequence[LatencySample], resamples: int, seed: int, alpha: float) -> dict[str, Any]:
@@ -141,15 +134,14 @@ def latency_markdown(doc: dict[str, Any]) -> str:
 
 
 def comparison_table(tests: Sequence[PairTest]) -> str:
-    head = "| metric | arms | n | difference [unadjusted 95% CI] | test | p | p (Holm) | verdict |"
-    sep = "|---|---|---:|---|---|---:|---:|---|"
+    header = ["metric", "arms", "n", "difference [unadjusted 95% CI]", "test", "p", "p (Holm)", "verdict"]
     rows = [
-        f"| {t.metric} | {t.a} − {t.b} | {t.n} | {t.diff:+.3f} [{t.low:+.3f}, {t.high:+.3f}] | {t.test} | "
-        f"{t.p:.3g} | {t.p_holm:.3g} | {t.verdict.rsplit(' (p_holm', 1)[0]} |"
+        [t.metric, f"{t.a} − {t.b}", t.n, f"{t.diff:+.3f} [{t.low:+.3f}, {t.high:+.3f}]", t.test]
+        + [f"{t.p:.3g}", f"{t.p_holm:.3g}", t.verdict.rsplit(" (p_holm", 1)[0]]
         for t in tests
         if t.diff is not None and t.low is not None and t.high is not None
     ]
-    return "\n".join([head, sep, *rows])
+    return md_table(header, rows, "llrllrrl")
 
 
 def _dedupe(records: Sequence[Record]) -> list[Record]:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from ragtune.eval.harness.labels import label_tables
 from ragtune.eval.harness.load import LOAD_HEADER, load_rows
+from ragtune.eval.harness.markdown import md_table
 from ragtune.eval.harness.plots import load_curve
 from ragtune.eval.verdict.answers import QuestionAnswers, write_answers
 from ragtune.eval.verdict.figures import ArmFigures, Comparison, Recommendation, VerdictFigures
@@ -263,27 +264,17 @@ def _tables(r: VerdictResult) -> list[Table]:
     return tables
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ⏎ ")
-
-
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def render_markdown(r: VerdictResult) -> str:
     rec = r.recommendation
     parts = ["# Verdict: fine-tune, retrieve, or both?", "", f"**Recommendation: {rec.choice}**", "", rec.text, ""]
     parts += ["Figures cited above:", ""]
-    parts += [_md_table(["id", "figure", "value"], [[x.id, x.label, x.value] for x in rec.figures]), ""]
+    parts += [md_table(["id", "figure", "value"], [[x.id, x.label, x.value] for x in rec.figures]), ""]
     for title, header, rows in _tables(r):
-        parts += [f"## {title}", "", _md_table(header, rows), ""]
+        parts += [f"## {title}", "", md_table(header, rows), ""]
     if r.disagreements:
         parts += [f"## {ANSWERS_HEADING}", "", _answers_intro(r), ""]
         for title, header, rows in _answer_tables(r):
-            parts += [f"### {title}", "", _md_table(header, rows), ""]
+            parts += [f"### {title}", "", md_table(header, rows), ""]
     if r.notes:
         parts += ["## Notes", ""] + [f"- {n}" for n in r.notes] + [""]
     if r.manifest:
