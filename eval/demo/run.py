@@ -121,7 +121,8 @@ def run_demo(config: Config, retrain: bool = False, limit: int | None = None, co
             "wall_time_s": round(time.time() - t_start, 1),
         },
     )
-    fresh_doc = {"snapshot_before": report.snapshot, "update": {"summary": upd.summary()}, "arms": fresh}
+    update = {"snapshot": upd.snapshot, "summary": upd.summary()}
+    fresh_doc: dict[str, Any] = {"snapshot_before": report.snapshot, "update": update, "arms": fresh}
     _, md = write_report(  # statistics on the main run only; the freshness answers are in their own table
         out,
         summary,
