@@ -306,10 +306,8 @@ class Generator:
     def prefill_dtype_for(self, dtype: str | None = None) -> str:
         """float32 or bfloat16: `dtype` (a call's choice) or `generation.prefill_dtype`, with auto resolved
         for this model's device (`core/precision.py`; forcing bf16 a CPU only emulates warns once)."""
-        setting = dtype or self.config.prefill_dtype
-        if setting == "auto" and self.model.dtype != torch.float32:
-            return "float32"  # the model itself runs in reduced precision (a GPU): no separate bf16 pass or copy
-        return resolve_prefill_dtype(setting, torch.device(self.model.device).type)
+        device = torch.device(self.model.device).type
+        return resolve_prefill_dtype(dtype or self.config.prefill_dtype, device, self.model.dtype)
 
     def prefill_precision(self, dtype: str | None = None) -> AbstractContextManager[Any]:
         """bf16 autocast when the prompt pass is bf16 (`prefill_dtype_for`), else nothing: for work on the

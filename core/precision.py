@@ -86,12 +86,15 @@ def warn_if_emulated(setting: str, device: str) -> bool:
     return True
 
 
-def resolve_prefill_dtype(setting: str, device: str = "cpu") -> str:
-    """`generation.prefill_dtype` as float32 or bfloat16 on `device`: auto is bfloat16 only where native."""
+def resolve_prefill_dtype(setting: str, device: str = "cpu", model_dtype: torch.dtype | None = None) -> str:
+    """`generation.prefill_dtype` as float32 or bfloat16 on `device`: auto is bfloat16 only where native,
+    and never for a model already in reduced precision (`model_dtype`, e.g. a GPU's bf16 weights), whose
+    own prompt pass needs no separate bf16 pass or copy ("float32" here means that pass)."""
     if setting not in PREFILL_DTYPES:
         raise ValueError(f"unknown prefill_dtype '{setting}'; known: {', '.join(PREFILL_DTYPES)}")
     if setting == "auto":
-        return "bfloat16" if native_bf16(device) else "float32"
+        reduced = model_dtype is not None and model_dtype != torch.float32
+        return "bfloat16" if native_bf16(device) and not reduced else "float32"
     if setting == "bfloat16":
         warn_if_emulated("generation.prefill_dtype bfloat16", device)
     return setting

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -212,22 +211,12 @@ def test_freshness_scenario_reports_who_followed(generator, tmp_path: Path):
     assert "| rag | 1 |" in run.md_path.read_text()
 
 
-def test_endpoint_black_box_against_live_server(pipeline_factory, tmp_path: Path):
-    import uvicorn
-
+def test_endpoint_black_box_against_live_server(pipeline_factory, live_server, tmp_path: Path):
     from ragtune.serving.app import create_app
 
     p = pipeline_factory()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(p), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            time.sleep(0.05)
-        backend = HttpBackend(f"http://127.0.0.1:{port}", concurrency=2)
+    with live_server(create_app(p)) as url:
+        backend = HttpBackend(url, concurrency=2)
         suite = EvalSuite.model_validate({"arms": {"base": {"max_new_tokens": 8}, "rag": {"max_new_tokens": 8}}})
         records = run_arms(
             backend,
@@ -246,9 +235,6 @@ def test_endpoint_black_box_against_live_server(pipeline_factory, tmp_path: Path
             run_arms(backend, ITEMS[:1], bad.arms, p.config, RunSettings(Scoring(), latency_samples=0, progress=False))
         with pytest.raises(Exception, match="cannot reach"):
             HttpBackend(f"http://127.0.0.1:{free_port()}").answer(["q"], suite.arms[0], None)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_pinned_snapshot_holds_while_the_index_moves(generator, tmp_path: Path):
