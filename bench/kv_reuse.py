@@ -73,8 +73,10 @@ ARMS = {  # accuracy arms: (adapter, reuse)
 TARGET_ARMS = ("full_plain", "reuse_apart")
 
 
-def _accuracy(pipeline: Any, items: list[EvalItem], arms: list[str]) -> dict[str, Any]:
+def _accuracy(pipeline: Any, items: list[EvalItem], arms: list[str], keep: Path) -> dict[str, Any]:
+    """Mean F1 per arm and the paired differences; every question's F1 goes to `keep`."""
     f1 = {name: _f1s(pipeline, items, *ARMS[name]) for name in arms}
+    keep.write_text(json.dumps({"ids": [it.id for it in items], "f1": f1}))
     out: dict[str, Any] = {"f1": {k: round(sum(v) / len(v), 4) for k, v in f1.items()}}
     pairs = [(x, "full_plain") for x in ("reuse_plain", "reuse_apart", "full_apart")]
     for a, b in [*pairs, ("reuse_apart", "full_apart")]:  # the last: what reuse costs the adapter trained for it
@@ -133,6 +135,12 @@ def main() -> None:
     ap.add_argument("--latency", type=int, default=None, help="questions in the latency sample (default 32)")
     ap.add_argument("--k", type=int, default=3, help="retrieved chunks per prompt, in training and serving")
     ap.add_argument(
+        "--recompute",
+        type=int,
+        default=None,
+        help="generation.kv_reuse_recompute: first tokens of each chunk recomputed (default: the config's)",
+    )
+    ap.add_argument(
         "--arms",
         default=",".join(ARMS),
         help=f"accuracy arms, comma-separated, from {', '.join(ARMS)} (the target needs {' and '.join(TARGET_ARMS)})",
@@ -154,7 +162,8 @@ def main() -> None:
 
     data = _bounded(load_cmu_qa(DATA, test_fraction=0.3, seed=0), n_q, n_train)
     cfg = _config(out / "ws", args.quick, args.k)
-    cfg = cfg.model_copy(update={"generation": cfg.generation.model_copy(update={"kv_cache_mb": 4096})})
+    generation = {"kv_cache_mb": 4096} | ({} if args.recompute is None else {"kv_reuse_recompute": args.recompute})
+    cfg = cfg.model_copy(update={"generation": cfg.generation.model_copy(update=generation)})
     cfg.workspace.mkdir(parents=True, exist_ok=True)
     index = Index.from_config(cfg)
     ingest = index.upsert(data.documents, progress=not args.quick)
@@ -163,7 +172,7 @@ def main() -> None:
     pipeline.index = index
     items = seeded_sample(data.items, n_q, seed=0)
     t0 = time.perf_counter()
-    accuracy = _accuracy(pipeline, items, arms)
+    accuracy = _accuracy(pipeline, items, arms, out / "f1.json")
     eval_s = time.perf_counter() - t0
     speed = _speed(pipeline, items[:n_lat])
     cache = _cache(pipeline, items[: max(8, n_lat // 2)], 4 * n_lat)
@@ -206,6 +215,7 @@ def main() -> None:
                 "questions": len(items),
                 "chunks_indexed": ingest.chunks_written,
                 "k": args.k,
+                "kv_reuse_recompute": cfg.generation.kv_reuse_recompute,
                 "runs": runs,
                 "accuracy": accuracy,
                 "speed": speed,

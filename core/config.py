@@ -149,8 +149,15 @@ class GenerationConfig(_Section):
     kv_reuse: bool = Field(
         False,
         description="encode each retrieved chunk's KV cache once and join the caches at answer time, so only "
-        "the text around the chunks is prefilled (core/kv_reuse.py); costs accuracy unless the adapter was "
-        "trained with tuning.independent_chunks",
+        "the text around the chunks and the first kv_reuse_recompute tokens of each chunk are prefilled "
+        "(core/kv_reuse.py)",
+    )
+    kv_reuse_recompute: int = Field(
+        4,
+        ge=0,
+        le=1024,
+        description="kv_reuse: the first tokens of each chunk computed again at answer time with full "
+        "attention; a chunk encoded alone makes its first token an attention sink, which costs accuracy",
     )
     kv_cache_mb: int = Field(1024, ge=1, description="memory for reused chunk caches, least recently used out")
     kv_cache_dir: Path | None = Field(None, description="also keep chunk caches here (file names are hashes)")

@@ -438,7 +438,8 @@ class Generator:
     def _encoder(self) -> ChunkEncoder:
         if self._chunks is None:
             store = KVStore(self.config.kv_cache_mb << 20, self.config.kv_cache_dir)
-            self._chunks = ChunkEncoder(store, str(getattr(self.model.config, "_name_or_path", "")))
+            name = str(getattr(self.model.config, "_name_or_path", ""))
+            self._chunks = ChunkEncoder(store, name, recompute=self.config.kv_reuse_recompute)
         return self._chunks
 
     def _adapter_tag(self, adapter: str | None) -> str:

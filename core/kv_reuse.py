@@ -92,6 +92,18 @@ def chunk_attention(chunk_of: torch.Tensor, valid: torch.Tensor | None = None) -
     return allowed | torch.eye(length, dtype=torch.bool, device=chunk_of.device)[None]
 
 
+def open_heads(chunk_of: Sequence[int], recompute: int) -> list[int]:
+    """`chunk_of` with the first `recompute` tokens of each chunk taken out of it (-1): the tokens reuse
+    computes again with full attention (`ChunkEncoder.recompute`)."""
+    out = list(chunk_of)
+    run = 0
+    for i, c in enumerate(chunk_of):
+        run = run + 1 if i and c >= 0 and c == chunk_of[i - 1] else 1
+        if c >= 0 and run <= recompute:
+            out[i] = -1
+    return out
+
+
 def additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A bool mask as the float mask attention adds (0 where allowed), with the head axis: [b, 1, q, k]."""
     mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
@@ -300,9 +312,10 @@ class RowCache:
 class ChunkEncoder:
     """Builds `RowCache`s for prompts with chunks, through the store."""
 
-    def __init__(self, store: KVStore, model_tag: str) -> None:
+    def __init__(self, store: KVStore, model_tag: str, recompute: int = 0) -> None:
         self.store = store
         self.model_tag = model_tag
+        self.recompute = recompute
 
     def encode(self, model: Any, ids: list[int]) -> ChunkKV:
         """`ids` on their own at positions 0..n-1."""
@@ -332,11 +345,18 @@ class ChunkEncoder:
                 turn = rotation(len(ids), rotary, kv.keys[0].shape[-1], kv.keys[0].device) if ids else None
                 parts.append(ChunkKV([shift_keys(k, len(ids), rotary, turn) for k in kv.keys], kv.values))
                 stored += range(len(ids), len(ids) + len(piece_ids))
+                if seg.chunk:
+                    fresh += [(len(ids) + j, [piece_ids[j]]) for j in self.recompute_at(len(piece_ids))]
             else:
                 piece_ids = tokenizer(seg.text, add_special_tokens=False)["input_ids"]
                 fresh.append((len(ids), piece_ids))
             ids += piece_ids
         return self._rest(model, ids, parts, torch.tensor(stored, dtype=torch.long), fresh)
+
+    def recompute_at(self, length: int) -> list[int]:
+        """Which tokens of a chunk of `length` are computed again with full attention (`recompute`:
+        the first ones, where a chunk encoded alone differs most: its opening is its own attention sink)."""
+        return list(range(min(self.recompute, length)))
 
     def _rest(
         self,
@@ -346,9 +366,10 @@ class ChunkEncoder:
         cached_pos: torch.Tensor,
         fresh: list[tuple[int, list[int]]],
     ) -> RowCache:
-        """One forward over the pieces not in the store (all but the prompt's last token), each token
-        seeing every cached or computed token at an earlier position."""
-        query = [(p + j, t) for p, piece in fresh for j, t in enumerate(piece)]
+        """One forward over the pieces not in the store (all but the prompt's last token) and the chunk
+        tokens chosen for recompute, each seeing every token at an earlier position: stored, or computed
+        in this pass (whose copy replaces the stored one)."""
+        query = sorted((p + j, t) for p, piece in fresh for j, t in enumerate(piece))
         query = [(p, t) for p, t in query if p < len(ids) - 1]  # the last token is generate's first step
         layers = len(parts[0].keys) if parts else 0
         keys = [torch.cat([kv.keys[n] for kv in parts], dim=1) for n in range(layers)]
@@ -362,12 +383,15 @@ class ChunkEncoder:
         for n in range(layers):
             cache.update(keys[n][None].to(dtype), values[n][None].to(dtype), n)
         qpos = torch.tensor([p for p, _ in query], device=model.device)
-        kpos = torch.cat([cached_pos.to(model.device), qpos])
-        mask = additive((kpos[None, :] <= qpos[:, None])[None], dtype)
+        cached_pos = cached_pos.to(model.device)
+        kept = ~torch.isin(cached_pos, qpos)  # stored copies of recomputed tokens are seen by no one
+        kpos = torch.cat([cached_pos, qpos])
+        seen = torch.cat([kept, torch.ones_like(qpos, dtype=torch.bool)])
+        mask = additive(((kpos[None, :] <= qpos[:, None]) & seen[None, :])[None], dtype)
         x = torch.tensor([[t for _, t in query]], device=model.device)
         out = model(input_ids=x, position_ids=qpos[None], attention_mask=mask, past_key_values=cache, use_cache=True)
         done = out.past_key_values.layers
-        return RowCache(ids, [layer.keys[0] for layer in done], [layer.values[0] for layer in done])
+        return RowCache(ids, [layer.keys[0][:, seen] for layer in done], [layer.values[0][:, seen] for layer in done])
 
 
 def batch_inputs(rows: list[RowCache], pad_id: int, device: Any) -> dict[str, Any]:

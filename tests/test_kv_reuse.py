@@ -17,6 +17,7 @@ from ragtune.core.kv_reuse import (
     additive,
     chunk_attention,
     entry_key,
+    open_heads,
     piece_ids,
     rotary_of,
     shift_keys,
@@ -97,6 +98,13 @@ def test_chunk_attention_is_causal_and_keeps_chunks_apart():
     assert mask.shape == (1, 1, 8, 8) and mask[0, 0, 3, 2] == 0 and mask[0, 0, 3, 1] < -1e30
 
 
+def test_open_heads_frees_the_first_tokens_of_each_chunk():
+    chunk_of = [-1, 0, 0, 0, -1, 1, 1, 2, 2, 2]
+    assert open_heads(chunk_of, 0) == chunk_of
+    assert open_heads(chunk_of, 2) == [-1, -1, -1, 0, -1, -1, -1, -1, -1, 2]
+    assert open_heads(chunk_of, 99) == [-1] * len(chunk_of)  # every token recomputed: plain attention
+
+
 # --- with the model -----------------------------------------------------------------------------
 
 
@@ -143,6 +151,39 @@ def test_joined_cache_equals_a_full_pass_with_the_same_attention(generator):
     assert torch.allclose(reused, exact, atol=2e-3, rtol=1e-3)
     assert not torch.allclose(reused, plain, atol=2e-3)  # chunks encoded apart are a real difference
     assert encoder.store.stats()["entries"] == 3  # the opening and the two chunks
+
+
+def _next_logits(model, row) -> torch.Tensor:
+    """The next-token logits of a `RowCache`: its last token over its cache."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    for n, (k, v) in enumerate(zip(row.keys, row.values, strict=True)):
+        cache.update(k[None], v[None], n)
+    mask = additive(torch.ones(1, 1, len(row.ids), dtype=torch.bool), torch.float32)
+    last, at = torch.tensor([[row.ids[-1]]]), torch.tensor([[len(row.ids) - 1]])
+    return model(input_ids=last, position_ids=at, attention_mask=mask, past_key_values=cache).logits[0, -1]
+
+
+def test_recomputing_chunk_tokens_moves_reuse_toward_the_full_prefill(generator):
+    """Chunk tokens chosen for recompute attend to everything before them and replace their stored
+    copies: recomputing every token is the plain prefill again, a few of them lies between."""
+    model, tok = generator.model, generator.tokenizer
+    builder = PromptBuilder(tok, "Answer in one sentence.")
+    prompt, pieces = builder.prompt(QUESTION, BLOCKS), builder.chunk_pieces(BLOCKS)
+    segments = split_prompt(prompt, pieces)
+    ids, _ = piece_ids(tok, prompt, pieces)
+    logits = {}
+    with torch.inference_mode():
+        plain = model(input_ids=torch.tensor([ids])).logits[0, -1]
+        for m in (0, 4, 10_000):
+            encoder = ChunkEncoder(KVStore(1 << 28), "test", recompute=m)
+            row = encoder.row(model, tok, segments, ("base", "float32"), rotary_of(model))
+            assert row.ids == ids and row.keys[0].shape[1] == len(ids) - 1  # stored copies were dropped
+            logits[m] = _next_logits(model, row)
+    assert torch.allclose(logits[10_000], plain, atol=2e-3, rtol=1e-3)
+    gaps = {m: float((logits[m] - plain).abs().max()) for m in (0, 4)}
+    assert gaps[0] > 1e-2 and gaps[4] < gaps[0]
 
 
 def test_pipeline_answers_with_reuse_batched_streamed_and_after_an_update(serving_pipeline):
@@ -211,6 +252,9 @@ def test_independent_chunk_rows_and_collator(generator):
         chunk = rows[0]["chunk_of"].index(1)
         assert batch["attention_mask"][0, 0, chunk, 0] < -1e30  # a chunk token does not see the system prompt
         assert batch["attention_mask"][0, 0, width - 1, 0] == 0 or len(rows[0]["input_ids"]) < width
+        opened = ChunkAttentionCollator(tok, recompute=2)(rows)["attention_mask"]
+        assert opened[0, 0, chunk, 0] == 0 and opened[0, 0, chunk + 1, 0] == 0  # recomputed: sees all before
+        assert opened[0, 0, chunk + 2, 0] < -1e30  # the rest of the chunk still sees its chunk only
     finally:
         tok.padding_side = "left"
 
@@ -232,6 +276,7 @@ def test_training_with_independent_chunks_records_it(tmp_path: Path):
     result = train_adapter(examples, "apart", cfg, progress=False, max_steps=1)
     card = read_card(result.path)
     assert card.hyperparameters["independent_chunks"] is True
+    assert card.hyperparameters["kv_reuse_recompute"] == cfg.generation.kv_reuse_recompute  # what it trained for
     assert card.metrics["val_loss"] is not None and card.metrics["first_step_loss"] is not None
 
 

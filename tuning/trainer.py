@@ -537,6 +537,7 @@ def _hyperparameters(run: _Run, modules: list[str]) -> dict[str, Any]:
         "precision": cfg.precision,
         "gradient_checkpointing": cfg.gradient_checkpointing,
         "independent_chunks": cfg.independent_chunks,
+        "kv_reuse_recompute": run.config.generation.kv_reuse_recompute if cfg.independent_chunks else None,
         "quantize": cfg.quantize,
         "seed": cfg.seed,
         "system_prompt": run.config.prompt.system_prompt,
@@ -621,7 +622,7 @@ def _trainer(run: _Run, model: Any, tok: Any, data: _Data, callbacks: list[Any])
         args=_training_args(run, has_val),
         train_dataset=Dataset.from_list(data.train_rows),
         eval_dataset=Dataset.from_list(data.val_rows) if has_val else None,
-        data_collator=ChunkAttentionCollator(tok)
+        data_collator=ChunkAttentionCollator(tok, recompute=run.config.generation.kv_reuse_recompute)
         if run.tuning.independent_chunks
         else DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100),
         callbacks=callbacks,
