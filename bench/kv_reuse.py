@@ -6,8 +6,11 @@ on the same examples, one plain and one trained with chunk attention (`tuning.in
 
 - Accuracy: hybrid token F1 on the held-out questions for (a) the plain adapter with a full prefill
   (today's hybrid), (b) the same adapter reading reused caches, (c) the chunk-attention adapter reading
-  reused caches; paired bootstrap 95% intervals of (b)-(a) and (c)-(a). Target: (c) non-inferior
-  within 0.02 F1 (interval's low end above -0.02).
+  reused caches, (d) the chunk-attention adapter with a full prefill; paired bootstrap 95% intervals of
+  each against (a), and of (c)-(d). Target: (c) non-inferior within 0.02 F1 (interval's low end above
+  -0.02). Every reuse arm recomputes the first `generation.kv_reuse_recompute` tokens of each chunk
+  (`--recompute`, default the config's), and the chunk-attention adapter trains with them open.
+  Every question's F1 per arm goes to `<out>/f1.json`.
 - Speed: the eval harness's interleaved paired sampler (warm-up not counted, shuffled arm order) on
   questions whose chunks are cached, arms ft, hybrid (full prefill) and hybrid-reuse with the
   chunk-attention adapter: TTFT and end-to-end at equal output length, hybrid-reuse / ft as geometric

@@ -12,8 +12,12 @@ token attending to everything at earlier positions. That is the idea of TurboRAG
 is our own implementation.
 
 What changes against a full prefill: chunks do not attend to each other or to the system prompt, and
-the prompt is tokenized piece by piece. A plain adapter never saw that, so reuse costs some accuracy;
-`tuning.independent_chunks` trains the adapter with the same attention (`tuning/chunk_attention.py`).
+the prompt is tokenized piece by piece. Worst of it, a chunk encoded alone makes its own first token an
+attention sink that the question then attends to, so the first `recompute` tokens of each chunk
+(`generation.kv_reuse_recompute`) are computed again in that same pass with full attention, their new
+keys and values replacing the stored ones (the idea of CacheBlend, EuroSys 2025, with the tokens chosen
+by place rather than by measured deviation). `tuning.independent_chunks` trains the adapter with the
+same attention (`tuning/chunk_attention.py`).
 Models whose positions are not plain RoPE (scaled RoPE with an attention factor, partial rotary,
 ALiBi, learned positions) are answered with a full prefill and a warning.
 """
