@@ -34,6 +34,7 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # many CLI subprocesses (CI runs it; the local `make test` leaves it out)
 def test_user_mistakes_are_one_line_and_exit_2(tmp_path: Path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"id": "a", "text": "fine"}) + "\n{broken\n")

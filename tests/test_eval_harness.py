@@ -68,6 +68,7 @@ class Counting(InProcessBackend):
         return super().answer(questions, arm, snapshot)
 
 
+@pytest.mark.slow  # several eval runs with the model (CI runs it; the local `make test` leaves it out)
 def test_arms_variants_statistics_reports_and_resume(pipeline_factory, tmp_path: Path):
     p = pipeline_factory()
     suite = EvalSuite.model_validate(

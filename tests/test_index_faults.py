@@ -50,6 +50,7 @@ def test_sigkill_during_ingest_and_sync_loses_nothing_committed_on_postgres(tmp_
     _ingest_and_sync(tmp_path, IndexOpener("postgres", pg_uri))
 
 
+@pytest.mark.slow  # a subprocess killed mid-batch (CI runs it; the local `make test` leaves it out)
 @pytest.mark.model  # a subprocess that loads the embedder, killed mid-batch
 def test_sigkill_during_an_api_batch_loses_nothing_committed(tmp_path: Path):
     ws = tmp_path / "ws"

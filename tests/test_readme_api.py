@@ -26,6 +26,7 @@ def test_readme_has_one_python_example_using_the_public_api() -> None:
     assert "from ragtune import" in blocks[0]
 
 
+@pytest.mark.slow  # a subprocess that loads the model (CI runs it; the local `make test` leaves it out)
 def test_readme_python_example_runs(tmp_path: Path) -> None:
     code = python_blocks(README.read_text(encoding="utf-8"))[0]
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)

@@ -277,6 +277,7 @@ print(round(grown - before), round(grown - rss_mb()))
 """
 
 
+@pytest.mark.slow  # allocates and frees large tensors (CI runs it; the local `make test` leaves it out)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc; reads RSS from /proc")
 def test_freed_tensor_memory_goes_back_to_the_os():
     """In a fresh interpreter (a heap grown by earlier tests would serve the blocks): with glibc's own

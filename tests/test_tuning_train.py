@@ -164,6 +164,7 @@ def _greedy(model: Any, tok: Any, prompts: list[str]) -> list[list[int]]:
     return out
 
 
+@pytest.mark.slow  # a merge and two generations (CI runs it; the local `make test` leaves it out)
 def test_merge_gives_the_same_greedy_output_as_adapter_plus_base(tmp_path: Path, tiny_adapter: Path):
     from peft import PeftModel
 

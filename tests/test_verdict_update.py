@@ -37,6 +37,7 @@ def test_update_examples_come_from_the_new_sentences():
     assert ex[0].answer == "A Zorblat lamp battery lasts 44 hours.\nSources: Battery" and ex[0].doc_id == "b"
 
 
+@pytest.mark.slow  # a re-ingest and a retune (CI runs it; the local `make test` leaves it out)
 def test_update_cost_really_reingests_and_retunes(serving_pipeline):
     pipeline = serving_pipeline(own_index=True)
     tuning = pipeline.config.tuning.model_copy(update={"batch_size": 2, "learning_rate": 2e-3})
