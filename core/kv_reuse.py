@@ -96,15 +96,20 @@ def chunk_attention(chunk_of: torch.Tensor, valid: torch.Tensor | None = None) -
     return allowed | torch.eye(length, dtype=torch.bool, device=chunk_of.device)[None]
 
 
+def recomputed(length: int, recompute: int) -> range:
+    """Which tokens of a chunk of `length` reuse computes again with full attention, for answering and
+    for training alike: the first `recompute`, where a chunk encoded alone differs most (its opening is
+    its own attention sink)."""
+    return range(min(recompute, length))
+
+
 def open_heads(chunk_of: Sequence[int], recompute: int) -> list[int]:
-    """`chunk_of` with the first `recompute` tokens of each chunk taken out of it (-1): the tokens reuse
-    computes again with full attention (`ChunkEncoder.recompute`)."""
+    """`chunk_of` with each chunk's `recomputed` tokens taken out of it (-1)."""
     out = list(chunk_of)
-    run = 0
-    for i, c in enumerate(chunk_of):
-        run = run + 1 if i and c >= 0 and c == chunk_of[i - 1] else 1
-        if c >= 0 and run <= recompute:
-            out[i] = -1
+    for chunk in {c for c in chunk_of if c >= 0}:
+        at = [i for i, c in enumerate(chunk_of) if c == chunk]
+        for j in recomputed(len(at), recompute):
+            out[at[j]] = -1
     return out
 
 
@@ -350,17 +355,12 @@ class ChunkEncoder:
                 parts.append(ChunkKV([shift_keys(k, len(ids), rotary, turn) for k in kv.keys], kv.values))
                 stored += range(len(ids), len(ids) + len(piece_ids))
                 if seg.chunk:
-                    fresh += [(len(ids) + j, [piece_ids[j]]) for j in self.recompute_at(len(piece_ids))]
+                    fresh += [(len(ids) + j, [piece_ids[j]]) for j in recomputed(len(piece_ids), self.recompute)]
             else:
                 piece_ids = tokenizer(seg.text, add_special_tokens=False)["input_ids"]
                 fresh.append((len(ids), piece_ids))
             ids += piece_ids
         return self._rest(model, ids, parts, torch.tensor(stored, dtype=torch.long), fresh)
-
-    def recompute_at(self, length: int) -> list[int]:
-        """Which tokens of a chunk of `length` are computed again with full attention (`recompute`:
-        the first ones, where a chunk encoded alone differs most: its opening is its own attention sink)."""
-        return list(range(min(self.recompute, length)))
 
     def _rest(
         self,

@@ -122,6 +122,18 @@ def test_shifted_keys_equal_keys_encoded_at_the_offset(generator):
         assert torch.allclose(layer0.values[0], layer7.values[0], atol=1e-4)  # values carry no position
 
 
+def _next_logits(model, row) -> torch.Tensor:
+    """The next-token logits of a `RowCache`: its last token over its cache."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    for n, (k, v) in enumerate(zip(row.keys, row.values, strict=True)):
+        cache.update(k[None], v[None], n)
+    mask = additive(torch.ones(1, 1, len(row.ids), dtype=torch.bool), torch.float32)
+    last, at = torch.tensor([[row.ids[-1]]]), torch.tensor([[len(row.ids) - 1]])
+    return model(input_ids=last, position_ids=at, attention_mask=mask, past_key_values=cache).logits[0, -1]
+
+
 def test_joined_cache_equals_a_full_pass_with_the_same_attention(generator):
     """The reuse path is exact: its next-token logits equal one forward pass over the same token ids
     with chunk attention (`chunk_attention`), so the only change from a plain prefill is the attention."""
@@ -135,34 +147,13 @@ def test_joined_cache_equals_a_full_pass_with_the_same_attention(generator):
         row = encoder.row(model, tok, segments, ("base", "float32"), rotary_of(model))
         ids, chunk_of = piece_ids(tok, prompt, pieces)
         assert row.ids == ids and row.keys[0].shape[1] == len(ids) - 1
-        from transformers import DynamicCache
-
-        cache = DynamicCache()
-        for n, (k, v) in enumerate(zip(row.keys, row.values, strict=True)):
-            cache.update(k[None], v[None], n)
-        last = torch.tensor([[ids[-1]]])
-        mask = additive(torch.ones(1, 1, len(ids), dtype=torch.bool), torch.float32)
-        reused = model(
-            input_ids=last, position_ids=torch.tensor([[len(ids) - 1]]), attention_mask=mask, past_key_values=cache
-        ).logits[0, -1]
+        reused = _next_logits(model, row)
         full_mask = additive(chunk_attention(torch.tensor([chunk_of])), torch.float32)
         exact = model(input_ids=torch.tensor([ids]), attention_mask=full_mask).logits[0, -1]
         plain = model(input_ids=torch.tensor([ids])).logits[0, -1]
     assert torch.allclose(reused, exact, atol=2e-3, rtol=1e-3)
     assert not torch.allclose(reused, plain, atol=2e-3)  # chunks encoded apart are a real difference
     assert encoder.store.stats()["entries"] == 3  # the opening and the two chunks
-
-
-def _next_logits(model, row) -> torch.Tensor:
-    """The next-token logits of a `RowCache`: its last token over its cache."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    for n, (k, v) in enumerate(zip(row.keys, row.values, strict=True)):
-        cache.update(k[None], v[None], n)
-    mask = additive(torch.ones(1, 1, len(row.ids), dtype=torch.bool), torch.float32)
-    last, at = torch.tensor([[row.ids[-1]]]), torch.tensor([[len(row.ids) - 1]])
-    return model(input_ids=last, position_ids=at, attention_mask=mask, past_key_values=cache).logits[0, -1]
 
 
 def test_recomputing_chunk_tokens_moves_reuse_toward_the_full_prefill(generator):
